@@ -1,0 +1,33 @@
+//! Bootstrap data lives in code and is idempotent: creating a tenant that exists is a no-op,
+//! and two nodes starting at once settle on one tenant through the unique slug.
+
+use crate::Runtime;
+use anyhow::bail;
+use tessera_core::model::{Branding, Tenant};
+use tessera_core::{EventKind, NewEvent};
+use tessera_store::StoreError;
+use uuid::Uuid;
+
+/// Creates the tenant with its signing keys unless it exists; returns it either way.
+pub async fn ensure_tenant(rt: &Runtime, slug: &str, name: &str) -> anyhow::Result<(Tenant, bool)> {
+    if !tessera_core::slug::is_valid_slug(slug) {
+        bail!("a tenant slug is 1-63 lowercase letters, digits and inner hyphens");
+    }
+    if let Some(existing) = rt.store.find_tenant_by_slug(slug).await? {
+        return Ok((existing, false));
+    }
+    let now = rt.oauth.clock.now();
+    let tenant =
+        Tenant { id: Uuid::now_v7(), slug: slug.to_owned(), name: name.to_owned(), branding: Branding::default(), created_at: now };
+    let event = NewEvent::new(tenant.id, EventKind::TenantCreated, now).data(serde_json::json!({ "slug": slug }));
+    match rt.store.create_tenant(&tenant, &event).await {
+        Ok(()) => {}
+        Err(StoreError::Conflict(_)) => {
+            let existing = rt.store.find_tenant_by_slug(slug).await?.ok_or_else(|| anyhow::anyhow!("tenant vanished during creation"))?;
+            return Ok((existing, false));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    tessera_oauth::keys::bootstrap_tenant_keys(rt.store.as_ref(), rt.oauth.keys.master(), tenant.id, now).await?;
+    Ok((tenant, true))
+}

@@ -1,0 +1,161 @@
+//! `tessera`: the server and its admin commands.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tessera_server::cli::{ClientCommand, EventsCommand, KeysCommand, TenantCommand, UserCommand};
+use tessera_server::config::{Config, Overrides};
+use tessera_server::{Runtime, bootstrap, cli};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(name = "tessera", version, about = "Tessera: customer identity and access management")]
+struct Cli {
+    /// TOML configuration file (also TESSERA_CONFIG).
+    #[arg(long, global = true, env = "TESSERA_CONFIG")]
+    config: Option<PathBuf>,
+    /// Database URL: sqlite:<path> or postgres://… (overrides TESSERA_DATABASE_URL).
+    #[arg(long, global = true)]
+    database_url: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (applies migrations and bootstraps the default tenant first).
+    Serve {
+        /// Address to listen on (overrides TESSERA_LISTEN).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Public URL (overrides TESSERA_PUBLIC_URL).
+        #[arg(long)]
+        public_url: Option<String>,
+        /// Development mode: allows http public URLs and generates a master key.
+        #[arg(long)]
+        dev: bool,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    #[command(subcommand)]
+    Client(ClientCommand),
+    #[command(subcommand)]
+    User(UserCommand),
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    #[command(subcommand)]
+    Events(EventsCommand),
+}
+
+fn init_logging(json: bool) {
+    let filter = EnvFilter::try_from_env("TESSERA_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut overrides = Overrides { database_url: cli.database_url.clone(), ..Overrides::default() };
+    if let Command::Serve { listen, public_url, dev } = &cli.command {
+        overrides.listen = listen.clone();
+        overrides.public_url = public_url.clone();
+        overrides.dev_mode = *dev;
+    }
+    let config = Config::load(cli.config.as_ref(), overrides)?;
+    // Admin commands keep stderr quiet so `--json` output stays clean to read.
+    let serving = matches!(cli.command, Command::Serve { .. });
+    if serving {
+        init_logging(config.log_format == "json");
+    }
+    let rt = Runtime::start_default(config).await?;
+    match cli.command {
+        Command::Serve { .. } => serve(rt).await,
+        Command::Migrate => {
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Tenant(cmd) => cli::tenant_command(&rt, cmd).await,
+        Command::Client(cmd) => cli::client_command(&rt, cmd).await,
+        Command::User(cmd) => cli::user_command(&rt, cmd).await,
+        Command::Keys(cmd) => cli::keys_command(&rt, cmd).await,
+        Command::Events(cmd) => cli::events_command(&rt, cmd).await,
+    }
+}
+
+async fn serve(rt: Runtime) -> anyhow::Result<()> {
+    let slug = rt.config.bootstrap_tenant.clone();
+    let (tenant, created) = bootstrap::ensure_tenant(&rt, &slug, "Tessera").await?;
+    if created {
+        tracing::info!(tenant = %tenant.slug, "bootstrapped tenant");
+    }
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().context("installing the metrics recorder")?;
+    let app = tessera_web::app(rt.app_state(Some(metrics)));
+    let listener = tokio::net::TcpListener::bind(&rt.config.listen).await.with_context(|| format!("binding {}", rt.config.listen))?;
+    tracing::info!(listen = %rt.config.listen, issuer = %rt.oauth.issuer(&tenant), "Tessera is serving");
+    let janitor = tokio::spawn(housekeeping(rt.clone()));
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(shutdown_signal()).await?;
+    janitor.abort();
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+/// Deletes expired rows now and then. Any node may do it; the deletes are idempotent.
+async fn housekeeping(rt: Runtime) {
+    let mut tick = tokio::time::interval(Duration::from_secs(300));
+    loop {
+        tick.tick().await;
+        let now = rt.oauth.clock.now();
+        match rt.store.delete_expired(now).await {
+            Ok(n) if n > 0 => tracing::debug!(deleted = n, "expired rows removed"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "housekeeping failed"),
+        }
+        if let Ok(tenants) = rt.store.list_tenants().await {
+            for t in tenants {
+                if let Err(e) = rt.store.delete_expired_signing_keys(t.id, now).await {
+                    tracing::warn!(error = %e, "retired key cleanup failed");
+                }
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

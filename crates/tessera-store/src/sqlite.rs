@@ -1,0 +1,135 @@
+//! The embedded default: SQLite through sqlx. Owns the connection setup (WAL, foreign keys,
+//! busy timeout), the write-transaction discipline (`BEGIN IMMEDIATE`) and the one thing SQLite
+//! stores differently from PostgreSQL: points in time. The SQL itself lives in `sql.rs`.
+
+use crate::migrations::EmbeddedMigration;
+use crate::sql::db_err;
+use crate::{StoreError, StoreResult};
+use sqlx::encode::IsNull;
+use sqlx::error::BoxDynError;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous, SqliteTypeInfo,
+};
+use sqlx::{Database, Encode, Sqlite, Transaction, Type};
+use std::str::FromStr;
+use std::time::Duration;
+use time::format_description::BorrowedFormatItem;
+use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
+use time::{OffsetDateTime, UtcOffset};
+
+/// Every writer waits this long for the write lock before giving up with SQLITE_BUSY.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// WAL lets readers run beside the one writer, so a few connections help; more would only
+/// queue on the write lock.
+const MAX_CONNECTIONS: u32 = 4;
+
+/// How points in time are stored: UTC, always six fraction digits. sqlx's own encoding is
+/// RFC 3339 with the fraction trimmed (`…:00Z`, `…:00.5Z`), whose text order is not time
+/// order ('Z' sorts after '.'), which would break `expires_at > $n` within a second.
+const TIME_FORMAT: &[BorrowedFormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
+
+/// A point in time as SQLite stores it (see [`TIME_FORMAT`]); sub-microsecond precision is
+/// dropped, as PostgreSQL's TIMESTAMPTZ does.
+pub(crate) struct SqliteTime(OffsetDateTime);
+
+impl Type<Sqlite> for SqliteTime {
+    fn type_info() -> SqliteTypeInfo {
+        <String as Type<Sqlite>>::type_info()
+    }
+}
+
+impl Encode<'_, Sqlite> for SqliteTime {
+    fn encode_by_ref(
+        &self,
+        buf: &mut <Sqlite as Database>::ArgumentBuffer,
+    ) -> Result<IsNull, BoxDynError> {
+        let text = self.0.to_offset(UtcOffset::UTC).format(TIME_FORMAT)?;
+        <String as Encode<Sqlite>>::encode(text, buf)
+    }
+}
+
+/// The SQLite implementation of [`crate::Store`].
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (with `mode=rwc` in the URL: creates) the database a `sqlite:` URL names, e.g.
+    /// `sqlite:./data/tessera.db?mode=rwc`, creating the file's directory when missing.
+    /// `sqlite::memory:` gives a database that lives as long as this store (one connection).
+    /// Does not migrate: call [`crate::Maintenance::migrate`].
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(db_err)?
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let pool_options = if in_memory {
+            // Every connection to `:memory:` is a database of its own, and it vanishes with
+            // its last connection: keep exactly one, forever.
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+        } else {
+            if let Some(dir) = options.get_filename().parent()
+                && !dir.as_os_str().is_empty()
+            {
+                tokio::fs::create_dir_all(dir)
+                    .await
+                    .map_err(|e| StoreError::Database(Box::new(e)))?;
+            }
+            SqlitePoolOptions::new().max_connections(MAX_CONNECTIONS)
+        };
+        let pool = pool_options
+            .acquire_timeout(BUSY_TIMEOUT * 2)
+            .connect_with(options)
+            .await
+            .map_err(db_err)?;
+        Ok(Self { pool })
+    }
+
+    const MIGRATIONS: &'static [EmbeddedMigration] = crate::migrations::SQLITE;
+
+    /// `BEGIN IMMEDIATE` takes the write lock up front. A plain (deferred) `BEGIN` that reads
+    /// first and writes later cannot wait for a lock another writer holds: in WAL mode its
+    /// snapshot may be stale, so SQLite fails it with SQLITE_BUSY at once, busy timeout or not.
+    async fn begin_write(&self) -> StoreResult<Transaction<'static, Sqlite>> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)
+    }
+
+    /// Writers are serialized by the write lock and wait for it (busy timeout), so nothing
+    /// is worth running again.
+    fn is_retryable(_: &StoreError) -> bool {
+        false
+    }
+
+    fn ts(t: OffsetDateTime) -> SqliteTime {
+        SqliteTime(t)
+    }
+
+    fn get_ts(row: &SqliteRow, column: &str) -> StoreResult<OffsetDateTime> {
+        let text: String = Self::get(row, column)?;
+        parse_time(column, &text)
+    }
+
+    fn get_opt_ts(row: &SqliteRow, column: &str) -> StoreResult<Option<OffsetDateTime>> {
+        let text: Option<String> = Self::get(row, column)?;
+        text.map(|text| parse_time(column, &text)).transpose()
+    }
+}
+
+fn parse_time(column: &str, text: &str) -> StoreResult<OffsetDateTime> {
+    OffsetDateTime::parse(text, &Rfc3339)
+        .map_err(|e| StoreError::Corrupt(format!("column {column}: {e}: {text:?}")))
+}
+
+crate::sql::impl_store!(SqliteStore, ::sqlx::Sqlite);
