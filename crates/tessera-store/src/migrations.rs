@@ -47,12 +47,7 @@ pub(crate) const MIGRATION_TABLE_DDL: &str = "CREATE TABLE IF NOT EXISTS _tesser
 /// needs no hash dependency of its own).
 pub(crate) fn checksum(sql: &'static str) -> String {
     use sqlx::SqlSafeStr;
-    let migration = sqlx::migrate::Migration::new(
-        0,
-        std::borrow::Cow::Borrowed(""),
-        sqlx::migrate::MigrationType::Simple,
-        sql.into_sql_str(),
-        false,
-    );
+    let migration =
+        sqlx::migrate::Migration::new(0, std::borrow::Cow::Borrowed(""), sqlx::migrate::MigrationType::Simple, sql.into_sql_str(), false);
     migration.checksum.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -27,12 +27,8 @@ impl PostgresStore {
     /// Connects to the database a `postgres://` URL names (one connection is opened now, so
     /// a wrong URL fails here). Does not migrate: call [`crate::Maintenance::migrate`].
     pub async fn connect(url: &str) -> StoreResult<Self> {
-        let pool = PgPoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect(url)
-            .await
-            .map_err(db_err)?;
+        let pool =
+            PgPoolOptions::new().max_connections(MAX_CONNECTIONS).acquire_timeout(ACQUIRE_TIMEOUT).connect(url).await.map_err(db_err)?;
         Ok(Self { pool })
     }
 
@@ -45,10 +41,7 @@ impl PostgresStore {
     /// Serialization failures and deadlocks abort a transaction that did nothing wrong; the
     /// same transaction run again normally succeeds.
     fn is_retryable(e: &StoreError) -> bool {
-        matches!(
-            crate::sql::error_code(e).as_deref(),
-            Some("40001" | "40P01")
-        )
+        matches!(crate::sql::error_code(e).as_deref(), Some("40001" | "40P01"))
     }
 
     fn ts(t: OffsetDateTime) -> OffsetDateTime {

@@ -7,10 +7,7 @@ use crate::sql::db_err;
 use crate::{StoreError, StoreResult};
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous, SqliteTypeInfo,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous, SqliteTypeInfo};
 use sqlx::{Database, Encode, Sqlite, Transaction, Type};
 use std::str::FromStr;
 use std::time::Duration;
@@ -43,10 +40,7 @@ impl Type<Sqlite> for SqliteTime {
 }
 
 impl Encode<'_, Sqlite> for SqliteTime {
-    fn encode_by_ref(
-        &self,
-        buf: &mut <Sqlite as Database>::ArgumentBuffer,
-    ) -> Result<IsNull, BoxDynError> {
+    fn encode_by_ref(&self, buf: &mut <Sqlite as Database>::ArgumentBuffer) -> Result<IsNull, BoxDynError> {
         let text = self.0.to_offset(UtcOffset::UTC).format(TIME_FORMAT)?;
         <String as Encode<Sqlite>>::encode(text, buf)
     }
@@ -74,26 +68,16 @@ impl SqliteStore {
         let pool_options = if in_memory {
             // Every connection to `:memory:` is a database of its own, and it vanishes with
             // its last connection: keep exactly one, forever.
-            SqlitePoolOptions::new()
-                .max_connections(1)
-                .min_connections(1)
-                .idle_timeout(None)
-                .max_lifetime(None)
+            SqlitePoolOptions::new().max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None)
         } else {
             if let Some(dir) = options.get_filename().parent()
                 && !dir.as_os_str().is_empty()
             {
-                tokio::fs::create_dir_all(dir)
-                    .await
-                    .map_err(|e| StoreError::Database(Box::new(e)))?;
+                tokio::fs::create_dir_all(dir).await.map_err(|e| StoreError::Database(Box::new(e)))?;
             }
             SqlitePoolOptions::new().max_connections(MAX_CONNECTIONS)
         };
-        let pool = pool_options
-            .acquire_timeout(BUSY_TIMEOUT * 2)
-            .connect_with(options)
-            .await
-            .map_err(db_err)?;
+        let pool = pool_options.acquire_timeout(BUSY_TIMEOUT * 2).connect_with(options).await.map_err(db_err)?;
         Ok(Self { pool })
     }
 
@@ -128,8 +112,7 @@ impl SqliteStore {
 }
 
 fn parse_time(column: &str, text: &str) -> StoreResult<OffsetDateTime> {
-    OffsetDateTime::parse(text, &Rfc3339)
-        .map_err(|e| StoreError::Corrupt(format!("column {column}: {e}: {text:?}")))
+    OffsetDateTime::parse(text, &Rfc3339).map_err(|e| StoreError::Corrupt(format!("column {column}: {e}: {text:?}")))
 }
 
 crate::sql::impl_store!(SqliteStore, ::sqlx::Sqlite);

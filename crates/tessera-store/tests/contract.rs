@@ -83,10 +83,7 @@ where
     };
     let name = format!("tessera_t_{}", Uuid::new_v4().simple());
     let mut admin = sqlx::PgConnection::connect(&base_url).await.expect("connect to TESSERA_TEST_POSTGRES_URL");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut admin)
-        .await
-        .expect("create test database");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await.expect("create test database");
     let url = with_database(&base_url, &name);
     let outcome = tokio::spawn(scenario(TestDb { url })).await;
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
@@ -153,6 +150,7 @@ contract![
     expiry_comparisons_are_exact_to_the_microsecond,
     delete_expired_removes_only_what_expired,
     signing_keys_rotate,
+    concurrent_key_rotations_leave_one_active_key,
     events_are_listed_newest_first_with_paging,
     disabling_a_user_ends_sessions_and_revokes_grants,
     sessions_end_once,
@@ -184,10 +182,7 @@ async fn create_tenant(store: &Arc<dyn Store>, slug: &str) -> Tenant {
         },
         created_at: t0(),
     };
-    store
-        .create_tenant(&tenant, &event(tenant.id, EventKind::TenantCreated))
-        .await
-        .expect("create tenant");
+    store.create_tenant(&tenant, &event(tenant.id, EventKind::TenantCreated)).await.expect("create tenant");
     tenant
 }
 
@@ -209,10 +204,7 @@ fn new_user(tenant_id: Uuid, email: &str) -> User {
 
 async fn create_user(store: &Arc<dyn Store>, tenant_id: Uuid, email: &str) -> User {
     let user = new_user(tenant_id, email);
-    store
-        .create_user(&user, &event(tenant_id, EventKind::UserRegistered).user(user.id))
-        .await
-        .expect("create user");
+    store.create_user(&user, &event(tenant_id, EventKind::UserRegistered).user(user.id)).await.expect("create user");
     user
 }
 
@@ -236,10 +228,7 @@ fn new_client(tenant_id: Uuid, client_id: &str) -> Client {
 
 async fn create_client(store: &Arc<dyn Store>, tenant_id: Uuid, client_id: &str) -> Client {
     let client = new_client(tenant_id, client_id);
-    store
-        .create_client(&client, &event(tenant_id, EventKind::ClientCreated).client(client_id))
-        .await
-        .expect("create client");
+    store.create_client(&client, &event(tenant_id, EventKind::ClientCreated).client(client_id)).await.expect("create client");
     client
 }
 
@@ -260,10 +249,7 @@ fn new_session(tenant_id: Uuid, user_id: Uuid, token_hash: &str) -> Session {
 
 async fn create_session(store: &Arc<dyn Store>, tenant_id: Uuid, user_id: Uuid, token_hash: &str) -> Session {
     let session = new_session(tenant_id, user_id, token_hash);
-    store
-        .create_session(&session, &event(tenant_id, EventKind::SignIn).user(user_id))
-        .await
-        .expect("create session");
+    store.create_session(&session, &event(tenant_id, EventKind::SignIn).user(user_id)).await.expect("create session");
     session
 }
 
@@ -345,13 +331,7 @@ async fn create_grant(store: &Arc<dyn Store>, tenant_id: Uuid, user_id: Option<U
 }
 
 fn new_refresh_token(grant: &Grant, token_hash: &str) -> RefreshToken {
-    RefreshToken {
-        token_hash: token_hash.to_owned(),
-        tenant_id: grant.tenant_id,
-        grant_id: grant.id,
-        created_at: t0(),
-        rotated_at: None,
-    }
+    RefreshToken { token_hash: token_hash.to_owned(), tenant_id: grant.tenant_id, grant_id: grant.id, created_at: t0(), rotated_at: None }
 }
 
 fn new_key(tenant_id: Uuid, kid: &str, alg: &str, status: KeyStatus, created_at: OffsetDateTime) -> SigningKey {
@@ -369,10 +349,7 @@ fn new_key(tenant_id: Uuid, kid: &str, alg: &str, status: KeyStatus, created_at:
 }
 
 async fn create_key(store: &Arc<dyn Store>, key: &SigningKey) {
-    store
-        .create_signing_key(key, &event(key.tenant_id, EventKind::SigningKeyCreated))
-        .await
-        .expect("create signing key");
+    store.create_signing_key(key, &event(key.tenant_id, EventKind::SigningKeyCreated)).await.expect("create signing key");
 }
 
 async fn is_revoked(store: &Arc<dyn Store>, tenant_id: Uuid, grant_id: Uuid) -> bool {
@@ -512,7 +489,8 @@ async fn records_round_trip(db: TestDb) {
     store.create_refresh_token(&token, &event(t, EventKind::TokenIssued)).await.expect("create token");
     assert_eq!(store.find_refresh_token(t, "refresh-hash").await.expect("find"), Some((token, grant.clone())));
 
-    let consent = Consent { tenant_id: t, user_id: user.id, client_id: "app".into(), scopes: Scopes::parse("openid email"), granted_at: t0() };
+    let consent =
+        Consent { tenant_id: t, user_id: user.id, client_id: "app".into(), scopes: Scopes::parse("openid email"), granted_at: t0() };
     store.save_consent(&consent, &event(t, EventKind::ConsentGranted)).await.expect("save consent");
     assert_eq!(store.find_consent(t, user.id, "app").await.expect("find"), Some(consent.clone()));
 
@@ -592,10 +570,7 @@ async fn tenants_are_isolated(db: TestDb) {
     assert!(!store.delete_flow(b, flow.id).await.expect("delete"));
     assert!(!store.delete_authorization_request(b, request.id).await.expect("delete"));
     assert!(matches!(store.delete_client(b, "app", &event(b, EventKind::ClientDeleted)).await, Err(StoreError::NotFound)));
-    assert!(matches!(
-        store.set_user_disabled(b, user.id, true, &event(b, EventKind::UserDisabled)).await,
-        Err(StoreError::NotFound)
-    ));
+    assert!(matches!(store.set_user_disabled(b, user.id, true, &event(b, EventKind::UserDisabled)).await, Err(StoreError::NotFound)));
     store.revoke_grant(b, grant.id, &event(b, EventKind::GrantRevoked)).await.expect("revoke");
     store.end_session(b, session.id, &event(b, EventKind::SignOut)).await.expect("end");
     assert_eq!(store.revoke_grants_for_client(b, user.id, "app", t0()).await.expect("revoke"), 0);
@@ -666,10 +641,7 @@ async fn updates_of_missing_rows_are_not_found(db: TestDb) {
     let nobody = Uuid::now_v7();
     assert!(matches!(store.update_tenant_branding(nobody, "x", &Branding::default()).await, Err(StoreError::NotFound)));
     assert!(matches!(store.update_user_password_hash(t, nobody, "h", t0()).await, Err(StoreError::NotFound)));
-    assert!(matches!(
-        store.set_user_disabled(t, nobody, true, &event(t, EventKind::UserDisabled)).await,
-        Err(StoreError::NotFound)
-    ));
+    assert!(matches!(store.set_user_disabled(t, nobody, true, &event(t, EventKind::UserDisabled)).await, Err(StoreError::NotFound)));
     assert!(matches!(store.delete_client(t, "nope", &event(t, EventKind::ClientDeleted)).await, Err(StoreError::NotFound)));
     // Failed operations leave no event behind.
     assert_eq!(event_kinds(&store, t).await, vec![EventKind::TenantCreated]);
@@ -688,10 +660,7 @@ async fn disabling_a_user_ends_sessions_and_revokes_grants(db: TestDb) {
     let g3 = create_grant(&store, t, Some(bystander.id), "app").await;
 
     let later = t0() + Duration::minutes(1);
-    store
-        .set_user_disabled(t, user.id, true, &NewEvent::new(t, EventKind::UserDisabled, later).user(user.id))
-        .await
-        .expect("disable");
+    store.set_user_disabled(t, user.id, true, &NewEvent::new(t, EventKind::UserDisabled, later).user(user.id)).await.expect("disable");
     let found = store.find_user(t, user.id).await.expect("find").expect("user");
     assert!(found.disabled);
     assert_eq!(found.updated_at, later);
@@ -791,10 +760,7 @@ async fn refresh_tokens_rotate_and_a_replay_revokes_the_family(db: TestDb) {
     let t = create_tenant(&store, "acme").await.id;
     let user = create_user(&store, t, "ada@example.com").await;
     let grant = create_grant(&store, t, Some(user.id), "app").await;
-    store
-        .create_refresh_token(&new_refresh_token(&grant, "r1"), &event(t, EventKind::TokenIssued))
-        .await
-        .expect("first token");
+    store.create_refresh_token(&new_refresh_token(&grant, "r1"), &event(t, EventKind::TokenIssued)).await.expect("first token");
     let issued = || event(t, EventKind::TokenIssued);
     let reused = || event(t, EventKind::RefreshTokenReused);
 
@@ -838,23 +804,14 @@ async fn concurrent_rotations_have_one_winner(db: TestDb) {
     let t = create_tenant(&store, "acme").await.id;
     let user = create_user(&store, t, "ada@example.com").await;
     let grant = create_grant(&store, t, Some(user.id), "app").await;
-    store
-        .create_refresh_token(&new_refresh_token(&grant, "r1"), &event(t, EventKind::TokenIssued))
-        .await
-        .expect("first token");
+    store.create_refresh_token(&new_refresh_token(&grant, "r1"), &event(t, EventKind::TokenIssued)).await.expect("first token");
 
     let results = futures_join_all((0..10).map(|i| {
         let store = store.clone();
         let successor = new_refresh_token(&grant, &format!("r2-{i}"));
         async move {
             store
-                .rotate_refresh_token(
-                    t,
-                    "r1",
-                    &successor,
-                    &event(t, EventKind::TokenIssued),
-                    &event(t, EventKind::RefreshTokenReused),
-                )
+                .rotate_refresh_token(t, "r1", &successor, &event(t, EventKind::TokenIssued), &event(t, EventKind::RefreshTokenReused))
                 .await
         }
     }))
@@ -941,10 +898,7 @@ async fn delete_expired_removes_only_what_expired(db: TestDb) {
         store.redeem_authorization_code(t, &format!("code-{expired}"), Uuid::now_v7(), alive, now).await,
         Ok(CodeRedemption::Unknown)
     ));
-    assert!(matches!(
-        store.redeem_authorization_code(t, &live_code, Uuid::now_v7(), alive, now).await,
-        Ok(CodeRedemption::Redeemed(_))
-    ));
+    assert!(matches!(store.redeem_authorization_code(t, &live_code, Uuid::now_v7(), alive, now).await, Ok(CodeRedemption::Redeemed(_))));
     assert!(store.find_session_by_token_hash(t, &format!("session-{alive}")).await.expect("find").is_some());
     assert_eq!(store.delete_expired(now).await.expect("sweep again"), 0);
 }
@@ -967,10 +921,7 @@ async fn signing_keys_rotate(db: TestDb) {
 
     let k3 = new_key(t, "k3", "RS256", KeyStatus::Next, t0() + Duration::seconds(3));
     let publish_until = t0() + Duration::hours(2);
-    store
-        .rotate_signing_keys(t, "RS256", &k3, publish_until, &event(t, EventKind::SigningKeyRotated))
-        .await
-        .expect("rotate");
+    store.rotate_signing_keys(t, "RS256", &k3, publish_until, &event(t, EventKind::SigningKeyRotated)).await.expect("rotate");
     let keys = store.list_signing_keys(t).await.expect("list");
     let summary: Vec<(&str, KeyStatus, Option<OffsetDateTime>)> =
         keys.iter().map(|k| (k.kid.as_str(), k.status, k.publish_until)).collect();
@@ -998,6 +949,39 @@ async fn signing_keys_rotate(db: TestDb) {
     assert_eq!(count(&event_kinds(&store, t).await, EventKind::SigningKeyRotated), 1);
 }
 
+/// Rotation reads the current keys before it changes them. Racing rotations must neither fail
+/// with a database error (SQLite: a deferred transaction cannot upgrade to a writer while
+/// another one writes) nor leave two active keys (PostgreSQL: a rotation that lost the race
+/// finds its conditional updates matching nothing and rolls back).
+async fn concurrent_key_rotations_leave_one_active_key(db: TestDb) {
+    let store = db.open().await;
+    let t = create_tenant(&store, "acme").await.id;
+    create_key(&store, &new_key(t, "k1", "RS256", KeyStatus::Active, t0())).await;
+    create_key(&store, &new_key(t, "k2", "RS256", KeyStatus::Next, t0() + Duration::seconds(1))).await;
+
+    let results =
+        futures_join_all(
+            (0..6).map(|i| {
+                let store = store.clone();
+                let next = new_key(t, &format!("n{i}"), "RS256", KeyStatus::Next, t0() + Duration::seconds(10 + i));
+                async move {
+                    store.rotate_signing_keys(t, "RS256", &next, t0() + Duration::hours(1), &event(t, EventKind::SigningKeyRotated)).await
+                }
+            }),
+        )
+        .await;
+    let rotations = results.iter().filter(|r| r.is_ok()).count();
+    for result in &results {
+        assert!(matches!(result, Ok(()) | Err(StoreError::Conflict("signing_key_rotation"))), "{result:?}");
+    }
+    assert!(rotations >= 1);
+    let keys = store.list_signing_keys(t).await.expect("list");
+    let with = |status| keys.iter().filter(|k| k.status == status).count();
+    assert_eq!((with(KeyStatus::Active), with(KeyStatus::Next)), (1, 1), "{keys:#?}");
+    assert_eq!(with(KeyStatus::Retired), rotations);
+    assert_eq!(count(&event_kinds(&store, t).await, EventKind::SigningKeyRotated), rotations);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Events
 
@@ -1006,10 +990,7 @@ async fn events_are_listed_newest_first_with_paging(db: TestDb) {
     let t = create_tenant(&store, "acme").await.id;
     let other = create_tenant(&store, "other").await.id;
     for i in 0..5 {
-        store
-            .append_event(&event(t, EventKind::SignIn).data(json!({ "n": i })))
-            .await
-            .expect("append");
+        store.append_event(&event(t, EventKind::SignIn).data(json!({ "n": i }))).await.expect("append");
         store.append_event(&event(other, EventKind::SignIn)).await.expect("append");
     }
     let all = store.list_events(t, 100, None).await.expect("list");
