@@ -12,10 +12,11 @@
 //! - `ts(OffsetDateTime)` / `get_ts` / `get_opt_ts`: how a point in time is bound and read;
 //! - `MIGRATIONS`: the embedded migrations of the dialect.
 //!
-//! Write paths that touch more than one row run in `write_tx!`, which retries the whole
-//! transaction when the backend says so; single statements run on the pool directly (they
-//! are atomic on their own, and CockroachDB-style servers retry implicit transactions
-//! themselves).
+//! Write paths that touch more than one row run in `write_tx!`; single-statement writes run on
+//! the pool inside `retrying!`. Both run the work again when the backend calls the failure
+//! transient (a PostgreSQL serialization failure or deadlock), so that the same code holds
+//! under SERIALIZABLE isolation (CockroachDB, YugabyteDB, or a PostgreSQL configured so).
+//! Reads run on the pool directly.
 
 use crate::{StoreError, StoreResult};
 use std::future::Future;
@@ -66,31 +67,42 @@ pub(crate) async fn backoff(attempt: u32) {
     tokio::time::sleep(Duration::from_millis(base_ms + jitter_ms)).await;
 }
 
-/// Runs `$body` in a write transaction of `$store`, with the transaction bound to `$tx`;
-/// commits when the body returns `Ok` (also through an early `return Ok(..)`), rolls back on
-/// `Err`, and runs the whole body again when `is_retryable` says the failure was transient.
-/// The body may therefore run more than once: it must only borrow what it captures.
-macro_rules! write_tx {
-    ($store:expr, |$tx:ident| $body:block) => {{
+/// Runs `$body` (an async block's body yielding `StoreResult<_>`) again while it fails with an
+/// error `is_retryable` calls transient, at most `MAX_RETRIES` more times. Used bare for
+/// single-statement writes (PostgreSQL does not retry an implicit transaction that lost a
+/// serialization conflict either) and through `write_tx!` for transactions.
+macro_rules! retrying {
+    ($body:block) => {{
         let mut attempt: u32 = 0;
         loop {
-            let result = $crate::sql::run(async {
-                let mut $tx = $store.begin_write().await?;
-                let value = $crate::sql::run(async { $body }).await?;
-                $tx.commit().await.map_err($crate::sql::db_err)?;
-                Ok(value)
-            })
-            .await;
+            let result = $crate::sql::run(async { $body }).await;
             match result {
                 Err(e) if attempt < $crate::sql::MAX_RETRIES && Self::is_retryable(&e) => {
                     attempt += 1;
-                    ::tracing::debug!(attempt, error = %e, "retrying transaction");
+                    ::tracing::debug!(attempt, error = %e, "retrying after a transient database error");
                     $crate::sql::backoff(attempt).await;
                 }
                 other => break other,
             }
         }
     }};
+}
+pub(crate) use retrying;
+
+/// Runs `$body` in a write transaction of `$store`, with the transaction bound to `$tx`;
+/// commits when the body returns `Ok` (also through an early `return Ok(..)`), rolls back on
+/// `Err` (by dropping the transaction), and runs the whole transaction again when
+/// `is_retryable` says the failure was transient. The body may therefore run more than once:
+/// it must only borrow what it captures.
+macro_rules! write_tx {
+    ($store:expr, |$tx:ident| $body:block) => {
+        $crate::sql::retrying!({
+            let mut $tx = $store.begin_write().await?;
+            let value = $crate::sql::run(async { $body }).await?;
+            $tx.commit().await.map_err($crate::sql::db_err)?;
+            Ok(value)
+        })
+    };
 }
 pub(crate) use write_tx;
 
@@ -128,7 +140,7 @@ macro_rules! impl_store {
         /// imports cannot clash with the backend's; it still sees the backend's private items.
         mod shared {
             use super::$store;
-            use $crate::sql::{db_err, enum_col, expect_found, json_col, to_json, unique_or_db, write_tx};
+            use $crate::sql::{db_err, enum_col, expect_found, json_col, retrying, to_json, unique_or_db, write_tx};
             use $crate::{
                 AuthorizationRequestStore, ClientStore, CodeRedemption, ConsentStore, EventStore, FlowStore,
                 GrantStore, InitialAccessTokenStore, KeyStore, Maintenance, Rotation, SessionStore, StoreError,

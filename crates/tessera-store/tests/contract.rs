@@ -84,6 +84,10 @@ where
     let name = format!("tessera_t_{}", Uuid::new_v4().simple());
     let mut admin = sqlx::PgConnection::connect(&base_url).await.expect("connect to TESSERA_TEST_POSTGRES_URL");
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await.expect("create test database");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("ALTER DATABASE {name} SET default_transaction_isolation TO 'serializable'")))
+        .execute(&mut admin)
+        .await
+        .expect("serializable");
     let url = with_database(&base_url, &name);
     let outcome = tokio::spawn(scenario(TestDb { url })).await;
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
