@@ -12,10 +12,6 @@ impl Scopes {
         Self(raw.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect())
     }
 
-    pub fn from_iter<I: IntoIterator<Item = S>, S: Into<String>>(items: I) -> Self {
-        Self(items.into_iter().map(Into::into).collect())
-    }
-
     pub fn contains(&self, scope: &str) -> bool {
         self.0.contains(scope)
     }
@@ -45,6 +41,12 @@ impl Scopes {
     /// True when every scope is a valid RFC 6749 scope token (printable ASCII except `"` and `\`).
     pub fn is_well_formed(&self) -> bool {
         self.0.iter().all(|s| s.bytes().all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b)))
+    }
+}
+
+impl<S: Into<String>> FromIterator<S> for Scopes {
+    fn from_iter<I: IntoIterator<Item = S>>(items: I) -> Self {
+        Self(items.into_iter().map(Into::into).collect())
     }
 }
 

@@ -50,18 +50,17 @@ pub async fn plan(engine: &OAuthEngine, tenant: &Tenant, params: &LogoutParams) 
         hint_valid = true;
     }
     let mut redirect = None;
-    if let (Some(uri), Some(client_id)) = (params.post_logout_redirect_uri.as_deref(), client_id.as_deref()) {
-        if let Some(client) = engine.store.find_client(tenant.id, client_id).await?
-            && client.post_logout_redirect_uris.iter().any(|r| r == uri)
-        {
-            redirect = Some(match (&params.state, url::Url::parse(uri)) {
-                (Some(state), Ok(mut url)) => {
-                    url.query_pairs_mut().append_pair("state", state);
-                    url.to_string()
-                }
-                _ => uri.to_owned(),
-            });
-        }
+    if let (Some(uri), Some(client_id)) = (params.post_logout_redirect_uri.as_deref(), client_id.as_deref())
+        && let Some(client) = engine.store.find_client(tenant.id, client_id).await?
+        && client.post_logout_redirect_uris.iter().any(|r| r == uri)
+    {
+        redirect = Some(match (&params.state, url::Url::parse(uri)) {
+            (Some(state), Ok(mut url)) => {
+                url.query_pairs_mut().append_pair("state", state);
+                url.to_string()
+            }
+            _ => uri.to_owned(),
+        });
     }
     Ok(LogoutPlan { redirect, needs_confirmation: !hint_valid, hinted_subject })
 }

@@ -39,6 +39,45 @@ pub enum TenantCommand {
         #[command(flatten)]
         out: JsonFlag,
     },
+    /// Change the tenant's display name and branding of the hosted pages.
+    Update {
+        slug: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// An https URL of the logo shown on the hosted pages ("" removes it).
+        #[arg(long)]
+        logo_url: Option<String>,
+        /// `#rrggbb` ("" removes it).
+        #[arg(long)]
+        primary_color: Option<String>,
+        #[arg(long)]
+        background_color: Option<String>,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConsentCommand {
+    /// The apps a customer has allowed.
+    List {
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        /// Email or id.
+        user: String,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Withdraw a customer's consent for an app; its tokens for that customer are revoked.
+    Revoke {
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        user: String,
+        #[arg(long)]
+        client: String,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -241,6 +280,59 @@ pub async fn tenant_command(rt: &Runtime, cmd: TenantCommand) -> anyhow::Result<
         TenantCommand::Show { slug, out } => {
             let t = tenant(rt, &slug).await?;
             print(out.json, &tenant_json(rt, &t), || format!("{}\t{}\t{}", t.slug, t.name, rt.oauth.issuer(&t)));
+        }
+        TenantCommand::Update { slug, name, logo_url, primary_color, background_color, out } => {
+            let mut t = tenant(rt, &slug).await?;
+            let set = |current: &mut Option<String>, new: Option<String>| {
+                if let Some(v) = new {
+                    *current = (!v.is_empty()).then_some(v);
+                }
+            };
+            if let Some(url) = logo_url.as_deref().filter(|u| !u.is_empty() && !u.starts_with("https://")) {
+                bail!("--logo-url must be an https URL, got {url:?}");
+            }
+            for color in [&primary_color, &background_color].into_iter().flatten().filter(|c| !c.is_empty()) {
+                if !(color.starts_with('#') && matches!(color.len(), 4 | 7) && color[1..].bytes().all(|b| b.is_ascii_hexdigit())) {
+                    bail!("colours are #rgb or #rrggbb, got {color:?}");
+                }
+            }
+            set(&mut t.branding.logo_url, logo_url);
+            set(&mut t.branding.primary_color, primary_color);
+            set(&mut t.branding.background_color, background_color);
+            if let Some(n) = name.filter(|n| !n.trim().is_empty()) {
+                t.name = n;
+            }
+            rt.store.update_tenant_branding(t.id, &t.name, &t.branding).await?;
+            print(out.json, &tenant_json(rt, &t), || format!("updated tenant {} (pages pick it up within 15 s)", t.slug));
+        }
+    }
+    Ok(())
+}
+
+pub async fn consent_command(rt: &Runtime, cmd: ConsentCommand) -> anyhow::Result<()> {
+    match cmd {
+        ConsentCommand::List { tenant: slug, user, out } => {
+            let t = tenant(rt, &slug).await?;
+            let u = find_user(rt, &t, &user).await?;
+            let consents = rt.store.list_consents(t.id, u.id).await?;
+            print(out.json, &serde_json::to_value(&consents)?, || {
+                consents.iter().map(|c| format!("{}\t{}", c.client_id, c.scopes)).collect::<Vec<_>>().join("\n")
+            });
+        }
+        ConsentCommand::Revoke { tenant: slug, user, client, out } => {
+            let t = tenant(rt, &slug).await?;
+            let u = find_user(rt, &t, &user).await?;
+            let event = NewEvent::new(t.id, EventKind::ConsentRevoked, rt.oauth.clock.now())
+                .user(u.id)
+                .client(&client)
+                .data(json!({ "by": "cli" }));
+            let removed = rt.store.delete_consent(t.id, u.id, &client, &event).await?;
+            if !removed {
+                bail!("{} has no consent for client {client:?}", u.email);
+            }
+            print(out.json, &json!({ "revoked": true, "user_id": u.id, "client_id": client }), || {
+                format!("consent of {} for {client} withdrawn", u.email)
+            });
         }
     }
     Ok(())

@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-use tessera_server::cli::{ClientCommand, EventsCommand, KeysCommand, TenantCommand, UserCommand};
+use tessera_server::cli::{ClientCommand, ConsentCommand, EventsCommand, KeysCommand, TenantCommand, UserCommand};
 use tessera_server::config::{Config, Overrides};
 use tessera_server::{Runtime, bootstrap, cli};
 use tracing_subscriber::EnvFilter;
@@ -45,6 +45,8 @@ enum Command {
     Client(ClientCommand),
     #[command(subcommand)]
     User(UserCommand),
+    #[command(subcommand)]
+    Consent(ConsentCommand),
     #[command(subcommand)]
     Keys(KeysCommand),
     #[command(subcommand)]
@@ -96,6 +98,7 @@ async fn run() -> anyhow::Result<()> {
         Command::Tenant(cmd) => cli::tenant_command(&rt, cmd).await,
         Command::Client(cmd) => cli::client_command(&rt, cmd).await,
         Command::User(cmd) => cli::user_command(&rt, cmd).await,
+        Command::Consent(cmd) => cli::consent_command(&rt, cmd).await,
         Command::Keys(cmd) => cli::keys_command(&rt, cmd).await,
         Command::Events(cmd) => cli::events_command(&rt, cmd).await,
     }

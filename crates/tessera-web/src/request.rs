@@ -106,8 +106,7 @@ pub fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>
 /// The client's address: the peer, or — only when the peer is a trusted proxy — the
 /// right-most untrusted entry of `X-Forwarded-For`. Garbage entries are ignored.
 pub fn client_ip(headers: &HeaderMap, peer: Option<SocketAddr>, trusted: &[IpAddr]) -> Option<IpAddr> {
-    let peer_ip = peer.map(|p| p.ip());
-    let Some(ip) = peer_ip else { return None };
+    let ip = peer?.ip();
     if !trusted.contains(&ip) {
         return Some(ip);
     }

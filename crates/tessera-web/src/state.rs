@@ -13,6 +13,9 @@ use tessera_store::StoreResult;
 /// Tenant settings change rarely; every node re-reads them after this long.
 const TENANT_CACHE_TTL: Duration = Duration::from_secs(15);
 
+/// Tenants by slug with the time they were loaded.
+type TenantCache = RwLock<HashMap<String, (Instant, Arc<Tenant>)>>;
+
 #[derive(Debug, Clone)]
 pub struct WebConfig {
     /// Public base URL (no trailing slash). Links and issuers derive from it, never from the
@@ -36,7 +39,7 @@ pub struct AppState {
     pub pages: Arc<crate::pages::Pages>,
     pub config: Arc<WebConfig>,
     pub metrics: Option<PrometheusHandle>,
-    tenants: Arc<RwLock<HashMap<String, (Instant, Arc<Tenant>)>>>,
+    tenants: Arc<TenantCache>,
 }
 
 impl AppState {
