@@ -17,8 +17,8 @@ use uuid::Uuid;
 
 mod migrations;
 pub mod postgres;
-pub mod sqlite;
 mod sql;
+pub mod sqlite;
 
 pub use migrations::{MIGRATION_NAMES_POSTGRES, MIGRATION_NAMES_SQLITE};
 
@@ -78,7 +78,7 @@ pub trait UserStore {
     async fn create_user(&self, user: &User, event: &NewEvent) -> StoreResult<()>;
     async fn find_user(&self, tenant_id: Uuid, user_id: Uuid) -> StoreResult<Option<User>>;
     async fn find_user_by_email(&self, tenant_id: Uuid, email_canonical: &str) -> StoreResult<Option<User>>;
-    /// Newest first; `after` is the last id of the previous page (ids are UUIDv7).
+    /// Newest first; `before` is the last id of the previous page (ids are UUIDv7).
     async fn list_users(&self, tenant_id: Uuid, limit: u32, before: Option<Uuid>) -> StoreResult<Vec<User>>;
     async fn update_user_password_hash(&self, tenant_id: Uuid, user_id: Uuid, hash: &str, now: OffsetDateTime) -> StoreResult<()>;
     /// Disabling also ends the customer's sessions and revokes their grants.
@@ -199,7 +199,12 @@ pub trait KeyStore {
 pub trait InitialAccessTokenStore {
     async fn create_initial_access_token(&self, token: &InitialAccessToken) -> StoreResult<()>;
     /// Only tokens that have not expired.
-    async fn find_initial_access_token(&self, tenant_id: Uuid, token_hash: &str, now: OffsetDateTime) -> StoreResult<Option<InitialAccessToken>>;
+    async fn find_initial_access_token(
+        &self,
+        tenant_id: Uuid,
+        token_hash: &str,
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<InitialAccessToken>>;
 }
 
 #[async_trait]

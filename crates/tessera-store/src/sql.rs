@@ -50,8 +50,8 @@ pub(crate) fn expect_found(rows_affected: u64) -> StoreResult<()> {
     if rows_affected == 0 { Err(StoreError::NotFound) } else { Ok(()) }
 }
 
-/// Awaits `f`. Exists so that the async blocks `write_tx!` builds get their output type
-/// (`StoreResult<_>`) from this bound, which lets `?` inside them convert errors.
+/// Awaits `f`. Exists so that the async blocks `retrying!` and `write_tx!` build get their
+/// output type (`StoreResult<_>`) from this bound, which lets `?` inside them convert errors.
 pub(crate) async fn run<T, F>(f: F) -> StoreResult<T>
 where
     F: Future<Output = StoreResult<T>>,
@@ -468,13 +468,15 @@ macro_rules! impl_store {
 
                 async fn update_tenant_branding(&self, tenant_id: Uuid, name: &str, branding: &Branding) -> StoreResult<()> {
                     let branding = to_json!(branding)?;
-                    let done = ::sqlx::query("UPDATE tenants SET name = $2, branding = $3 WHERE id = $1")
-                        .bind(tenant_id)
-                        .bind(name)
-                        .bind(branding)
-                        .execute(&self.pool)
-                        .await
-                        .map_err(db_err)?;
+                    let done = retrying!({
+                        ::sqlx::query("UPDATE tenants SET name = $2, branding = $3 WHERE id = $1")
+                            .bind(tenant_id)
+                            .bind(name)
+                            .bind(&branding)
+                            .execute(&self.pool)
+                            .await
+                            .map_err(db_err)
+                    })?;
                     expect_found(done.rows_affected())
                 }
             }
@@ -554,16 +556,18 @@ macro_rules! impl_store {
                     hash: &str,
                     now: OffsetDateTime,
                 ) -> StoreResult<()> {
-                    let done = ::sqlx::query(
-                        "UPDATE users SET password_hash = $3, updated_at = $4 WHERE tenant_id = $1 AND id = $2",
-                    )
-                    .bind(tenant_id)
-                    .bind(user_id)
-                    .bind(hash)
-                    .bind(Self::ts(now))
-                    .execute(&self.pool)
-                    .await
-                    .map_err(db_err)?;
+                    let done = retrying!({
+                        ::sqlx::query(
+                            "UPDATE users SET password_hash = $3, updated_at = $4 WHERE tenant_id = $1 AND id = $2",
+                        )
+                        .bind(tenant_id)
+                        .bind(user_id)
+                        .bind(hash)
+                        .bind(Self::ts(now))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db_err)
+                    })?;
                     expect_found(done.rows_affected())
                 }
 
@@ -737,15 +741,17 @@ macro_rules! impl_store {
                 }
 
                 async fn touch_session(&self, tenant_id: Uuid, session_id: Uuid, now: OffsetDateTime) -> StoreResult<()> {
-                    ::sqlx::query(
-                        "UPDATE sessions SET last_seen_at = $3 WHERE tenant_id = $1 AND id = $2 AND ended_at IS NULL",
-                    )
-                    .bind(tenant_id)
-                    .bind(session_id)
-                    .bind(Self::ts(now))
-                    .execute(&self.pool)
-                    .await
-                    .map_err(db_err)?;
+                    retrying!({
+                        ::sqlx::query(
+                            "UPDATE sessions SET last_seen_at = $3 WHERE tenant_id = $1 AND id = $2 AND ended_at IS NULL",
+                        )
+                        .bind(tenant_id)
+                        .bind(session_id)
+                        .bind(Self::ts(now))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db_err)
+                    })?;
                     Ok(())
                 }
 
@@ -772,21 +778,23 @@ macro_rules! impl_store {
             #[::async_trait::async_trait]
             impl FlowStore for $store {
                 async fn create_flow(&self, flow: &Flow) -> StoreResult<()> {
-                    ::sqlx::query(
-                        "INSERT INTO flows (id, tenant_id, kind, csrf_token_hash, authorization_request_id, login_hint, \
-                         created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                    )
-                    .bind(flow.id)
-                    .bind(flow.tenant_id)
-                    .bind(flow.kind.as_str())
-                    .bind(&flow.csrf_token_hash)
-                    .bind(flow.authorization_request_id)
-                    .bind(&flow.login_hint)
-                    .bind(Self::ts(flow.created_at))
-                    .bind(Self::ts(flow.expires_at))
-                    .execute(&self.pool)
-                    .await
-                    .map_err(unique_or_db("flow_id"))?;
+                    retrying!({
+                        ::sqlx::query(
+                            "INSERT INTO flows (id, tenant_id, kind, csrf_token_hash, authorization_request_id, login_hint, \
+                             created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                        )
+                        .bind(flow.id)
+                        .bind(flow.tenant_id)
+                        .bind(flow.kind.as_str())
+                        .bind(&flow.csrf_token_hash)
+                        .bind(flow.authorization_request_id)
+                        .bind(&flow.login_hint)
+                        .bind(Self::ts(flow.created_at))
+                        .bind(Self::ts(flow.expires_at))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(unique_or_db("flow_id"))
+                    })?;
                     Ok(())
                 }
 
@@ -801,12 +809,14 @@ macro_rules! impl_store {
                 }
 
                 async fn delete_flow(&self, tenant_id: Uuid, flow_id: Uuid) -> StoreResult<bool> {
-                    let done = ::sqlx::query("DELETE FROM flows WHERE tenant_id = $1 AND id = $2")
-                        .bind(tenant_id)
-                        .bind(flow_id)
-                        .execute(&self.pool)
-                        .await
-                        .map_err(db_err)?;
+                    let done = retrying!({
+                        ::sqlx::query("DELETE FROM flows WHERE tenant_id = $1 AND id = $2")
+                            .bind(tenant_id)
+                            .bind(flow_id)
+                            .execute(&self.pool)
+                            .await
+                            .map_err(db_err)
+                    })?;
                     Ok(done.rows_affected() > 0)
                 }
             }
@@ -815,16 +825,18 @@ macro_rules! impl_store {
             impl AuthorizationRequestStore for $store {
                 async fn create_authorization_request(&self, request: &AuthorizationRequest) -> StoreResult<()> {
                     let json = to_json!(request)?;
-                    ::sqlx::query(
-                        "INSERT INTO authorization_requests (id, tenant_id, request, expires_at) VALUES ($1, $2, $3, $4)",
-                    )
-                    .bind(request.id)
-                    .bind(request.tenant_id)
-                    .bind(json)
-                    .bind(Self::ts(request.expires_at))
-                    .execute(&self.pool)
-                    .await
-                    .map_err(unique_or_db("authorization_request_id"))?;
+                    retrying!({
+                        ::sqlx::query(
+                            "INSERT INTO authorization_requests (id, tenant_id, request, expires_at) VALUES ($1, $2, $3, $4)",
+                        )
+                        .bind(request.id)
+                        .bind(request.tenant_id)
+                        .bind(&json)
+                        .bind(Self::ts(request.expires_at))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(unique_or_db("authorization_request_id"))
+                    })?;
                     Ok(())
                 }
 
@@ -839,12 +851,14 @@ macro_rules! impl_store {
                 }
 
                 async fn delete_authorization_request(&self, tenant_id: Uuid, id: Uuid) -> StoreResult<bool> {
-                    let done = ::sqlx::query("DELETE FROM authorization_requests WHERE tenant_id = $1 AND id = $2")
-                        .bind(tenant_id)
-                        .bind(id)
-                        .execute(&self.pool)
-                        .await
-                        .map_err(db_err)?;
+                    let done = retrying!({
+                        ::sqlx::query("DELETE FROM authorization_requests WHERE tenant_id = $1 AND id = $2")
+                            .bind(tenant_id)
+                            .bind(id)
+                            .execute(&self.pool)
+                            .await
+                            .map_err(db_err)
+                    })?;
                     Ok(done.rows_affected() > 0)
                 }
             }
@@ -854,29 +868,31 @@ macro_rules! impl_store {
                 async fn create_authorization_code(&self, code: &AuthorizationCode) -> StoreResult<()> {
                     let scope = to_json!(code.scope)?;
                     let amr = to_json!(code.amr)?;
-                    ::sqlx::query(
-                        "INSERT INTO authorization_codes (code_hash, tenant_id, client_id, user_id, session_id, \
-                         redirect_uri, scope, nonce, code_challenge, auth_time, amr, created_at, expires_at, used_at, \
-                         grant_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-                    )
-                    .bind(&code.code_hash)
-                    .bind(code.tenant_id)
-                    .bind(&code.client_id)
-                    .bind(code.user_id)
-                    .bind(code.session_id)
-                    .bind(&code.redirect_uri)
-                    .bind(scope)
-                    .bind(&code.nonce)
-                    .bind(&code.code_challenge)
-                    .bind(Self::ts(code.auth_time))
-                    .bind(amr)
-                    .bind(Self::ts(code.created_at))
-                    .bind(Self::ts(code.expires_at))
-                    .bind(code.used_at.map(Self::ts))
-                    .bind(code.grant_id)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(unique_or_db("authorization_code"))?;
+                    retrying!({
+                        ::sqlx::query(
+                            "INSERT INTO authorization_codes (code_hash, tenant_id, client_id, user_id, session_id, \
+                             redirect_uri, scope, nonce, code_challenge, auth_time, amr, created_at, expires_at, used_at, \
+                             grant_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                        )
+                        .bind(&code.code_hash)
+                        .bind(code.tenant_id)
+                        .bind(&code.client_id)
+                        .bind(code.user_id)
+                        .bind(code.session_id)
+                        .bind(&code.redirect_uri)
+                        .bind(&scope)
+                        .bind(&code.nonce)
+                        .bind(&code.code_challenge)
+                        .bind(Self::ts(code.auth_time))
+                        .bind(&amr)
+                        .bind(Self::ts(code.created_at))
+                        .bind(Self::ts(code.expires_at))
+                        .bind(code.used_at.map(Self::ts))
+                        .bind(code.grant_id)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(unique_or_db("authorization_code"))
+                    })?;
                     Ok(())
                 }
 
@@ -942,7 +958,7 @@ macro_rules! impl_store {
                 }
 
                 async fn create_grant(&self, grant: &Grant) -> StoreResult<()> {
-                    Self::insert_grant(&self.pool, grant).await
+                    retrying!({ Self::insert_grant(&self.pool, grant).await })
                 }
 
                 async fn find_grant(&self, tenant_id: Uuid, grant_id: Uuid) -> StoreResult<Option<Grant>> {
@@ -1068,17 +1084,19 @@ macro_rules! impl_store {
                     client_id: &str,
                     now: OffsetDateTime,
                 ) -> StoreResult<u64> {
-                    let done = ::sqlx::query(
-                        "UPDATE grants SET revoked_at = $4 \
-                         WHERE tenant_id = $1 AND user_id = $2 AND client_id = $3 AND revoked_at IS NULL",
-                    )
-                    .bind(tenant_id)
-                    .bind(user_id)
-                    .bind(client_id)
-                    .bind(Self::ts(now))
-                    .execute(&self.pool)
-                    .await
-                    .map_err(db_err)?;
+                    let done = retrying!({
+                        ::sqlx::query(
+                            "UPDATE grants SET revoked_at = $4 \
+                             WHERE tenant_id = $1 AND user_id = $2 AND client_id = $3 AND revoked_at IS NULL",
+                        )
+                        .bind(tenant_id)
+                        .bind(user_id)
+                        .bind(client_id)
+                        .bind(Self::ts(now))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db_err)
+                    })?;
                     Ok(done.rows_affected())
                 }
             }
@@ -1279,14 +1297,16 @@ macro_rules! impl_store {
                 }
 
                 async fn delete_expired_signing_keys(&self, tenant_id: Uuid, now: OffsetDateTime) -> StoreResult<u64> {
-                    let done = ::sqlx::query(
-                        "DELETE FROM signing_keys WHERE tenant_id = $1 AND status = 'retired' AND publish_until <= $2",
-                    )
-                    .bind(tenant_id)
-                    .bind(Self::ts(now))
-                    .execute(&self.pool)
-                    .await
-                    .map_err(db_err)?;
+                    let done = retrying!({
+                        ::sqlx::query(
+                            "DELETE FROM signing_keys WHERE tenant_id = $1 AND status = 'retired' AND publish_until <= $2",
+                        )
+                        .bind(tenant_id)
+                        .bind(Self::ts(now))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db_err)
+                    })?;
                     Ok(done.rows_affected())
                 }
             }
@@ -1294,16 +1314,18 @@ macro_rules! impl_store {
             #[::async_trait::async_trait]
             impl InitialAccessTokenStore for $store {
                 async fn create_initial_access_token(&self, token: &InitialAccessToken) -> StoreResult<()> {
-                    ::sqlx::query(
-                        "INSERT INTO initial_access_tokens (token_hash, tenant_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
-                    )
-                    .bind(&token.token_hash)
-                    .bind(token.tenant_id)
-                    .bind(Self::ts(token.created_at))
-                    .bind(Self::ts(token.expires_at))
-                    .execute(&self.pool)
-                    .await
-                    .map_err(unique_or_db("initial_access_token"))?;
+                    retrying!({
+                        ::sqlx::query(
+                            "INSERT INTO initial_access_tokens (token_hash, tenant_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+                        )
+                        .bind(&token.token_hash)
+                        .bind(token.tenant_id)
+                        .bind(Self::ts(token.created_at))
+                        .bind(Self::ts(token.expires_at))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(unique_or_db("initial_access_token"))
+                    })?;
                     Ok(())
                 }
 
@@ -1337,7 +1359,7 @@ macro_rules! impl_store {
             #[::async_trait::async_trait]
             impl EventStore for $store {
                 async fn append_event(&self, event: &NewEvent) -> StoreResult<()> {
-                    Self::insert_event(&self.pool, event).await
+                    retrying!({ Self::insert_event(&self.pool, event).await })
                 }
 
                 async fn list_events(&self, tenant_id: Uuid, limit: u32, before: Option<Uuid>) -> StoreResult<Vec<NewEvent>> {
@@ -1433,12 +1455,14 @@ macro_rules! impl_store {
                     ];
                     let mut deleted = 0;
                     for statement in SWEEPS {
-                        deleted += ::sqlx::query(statement)
-                            .bind(Self::ts(now))
-                            .execute(&self.pool)
-                            .await
-                            .map_err(db_err)?
-                            .rows_affected();
+                        let done = retrying!({
+                            ::sqlx::query(statement)
+                                .bind(Self::ts(now))
+                                .execute(&self.pool)
+                                .await
+                                .map_err(db_err)
+                        })?;
+                        deleted += done.rows_affected();
                     }
                     Ok(deleted)
                 }

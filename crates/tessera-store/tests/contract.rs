@@ -1,6 +1,9 @@
 //! The store contract: one suite of scenarios written against `Arc<dyn Store>`, run against
 //! SQLite always and against PostgreSQL when `TESSERA_TEST_POSTGRES_URL` names a database
 //! (each test then creates a database of its own next to it and drops it afterwards).
+//! PostgreSQL runs twice: with its default READ COMMITTED isolation, and with SERIALIZABLE as
+//! the default, which is how CockroachDB and YugabyteDB behave and which makes the races end
+//! in serialization failures that the store must retry.
 //! Every test gets a fresh database, so none depends on another or on the order they run in.
 
 use std::future::Future;
@@ -68,7 +71,13 @@ where
     }
 }
 
-async fn on_postgres<F, Fut>(scenario: F)
+#[derive(Clone, Copy, PartialEq)]
+enum Isolation {
+    ReadCommitted,
+    Serializable,
+}
+
+async fn on_postgres<F, Fut>(isolation: Isolation, scenario: F)
 where
     F: FnOnce(TestDb) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
@@ -84,10 +93,12 @@ where
     let name = format!("tessera_t_{}", Uuid::new_v4().simple());
     let mut admin = sqlx::PgConnection::connect(&base_url).await.expect("connect to TESSERA_TEST_POSTGRES_URL");
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await.expect("create test database");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("ALTER DATABASE {name} SET default_transaction_isolation TO 'serializable'")))
-        .execute(&mut admin)
-        .await
-        .expect("serializable");
+    if isolation == Isolation::Serializable {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("ALTER DATABASE {name} SET default_transaction_isolation TO 'serializable'")))
+            .execute(&mut admin)
+            .await
+            .expect("make serializable the default");
+    }
     let url = with_database(&base_url, &name);
     let outcome = tokio::spawn(scenario(TestDb { url })).await;
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
@@ -115,7 +126,8 @@ fn with_database(url: &str, name: &str) -> String {
     out
 }
 
-/// Declares each scenario once per backend: `sqlite::<name>` and `postgres::<name>`.
+/// Declares each scenario once per backend: `sqlite::<name>`, `postgres::<name>` and
+/// `postgres_serializable::<name>`.
 macro_rules! contract {
     ($($name:ident),+ $(,)?) => {
         mod sqlite {
@@ -130,7 +142,15 @@ macro_rules! contract {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
-                    super::on_postgres(super::$name).await;
+                    super::on_postgres(super::Isolation::ReadCommitted, super::$name).await;
+                }
+            )+
+        }
+        mod postgres_serializable {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::on_postgres(super::Isolation::Serializable, super::$name).await;
                 }
             )+
         }
@@ -393,6 +413,30 @@ fn migration_folders_match_each_other_and_the_embedded_lists() {
     assert_eq!(tessera_store::MIGRATION_NAMES_SQLITE, sqlite.as_slice());
     assert_eq!(tessera_store::MIGRATION_NAMES_POSTGRES, postgres.as_slice());
     assert!(sqlite.iter().all(|name| name.ends_with(".sql")));
+}
+
+/// Not per backend: what only SQLite has. A file database is switched to WAL (a setting the
+/// file keeps, so another connection sees it), and `sqlite::memory:` keeps its data from one
+/// call to the next although every SQLite connection to `:memory:` is a database of its own.
+#[tokio::test]
+async fn sqlite_uses_wal_and_memory_databases_keep_their_data() {
+    let memory = tessera_store::connect("sqlite::memory:").await.expect("connect");
+    memory.migrate().await.expect("migrate");
+    create_tenant(&memory, "acme").await;
+    for _ in 0..3 {
+        assert!(memory.find_tenant_by_slug("acme").await.expect("find").is_some());
+    }
+
+    let dir = std::env::temp_dir().join(format!("tessera-store-test-{}", Uuid::new_v4().simple()));
+    let url = format!("sqlite:{}?mode=rwc", dir.join("nested").join("tessera.db").display());
+    let store = tessera_store::connect(&url).await.expect("connect creates the directories");
+    store.migrate().await.expect("migrate");
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.expect("connect");
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&mut conn).await.expect("pragma");
+    drop(conn);
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(mode, "wal");
 }
 
 async fn migrations_are_idempotent(db: TestDb) {
