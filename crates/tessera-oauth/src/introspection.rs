@@ -20,7 +20,7 @@ pub async fn active_access_token(
         tracing::error!(error = %e, "loading keys failed");
         OAuthError::server_error()
     })?;
-    let claims = jwt::verify_access_token(&keys, token, &engine.issuer(tenant))?;
+    let claims = jwt::verify_access_token(&keys, token, &engine.issuer(tenant), engine.clock.now())?;
     let invalid = || OAuthError::invalid_token("the access token is invalid or expired");
     if claims.gid.is_nil() {
         // client_credentials: good while the client exists.

@@ -50,8 +50,14 @@ pub fn sign(keys: &TenantKeys, alg: &str, typ: &str, claims: &impl Serialize) ->
 }
 
 /// Verifies one of our access tokens: known `kid`, its algorithm only (no `none`, no HMAC
-/// confusion), `typ: at+jwt`, issuer, audience and expiry.
-pub fn verify_access_token(keys: &TenantKeys, token: &str, issuer: &str) -> Result<AccessTokenClaims, OAuthError> {
+/// confusion), `typ: at+jwt`, issuer, audience and expiry (against the injected clock's `now`,
+/// the same clock that set `exp`).
+pub fn verify_access_token(
+    keys: &TenantKeys,
+    token: &str,
+    issuer: &str,
+    now: time::OffsetDateTime,
+) -> Result<AccessTokenClaims, OAuthError> {
     let invalid = || OAuthError::invalid_token("the access token is invalid or expired");
     let header = jsonwebtoken::decode_header(token).map_err(|_| invalid())?;
     if header.typ.as_deref() != Some(ACCESS_TOKEN_TYP) || header.jku.is_some() || header.jwk.is_some() || header.x5u.is_some() {
@@ -66,7 +72,12 @@ pub fn verify_access_token(keys: &TenantKeys, token: &str, issuer: &str) -> Resu
     validation.set_audience(&[issuer]);
     validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
     validation.leeway = 0;
-    jsonwebtoken::decode::<AccessTokenClaims>(token, key, &validation).map(|d| d.claims).map_err(|_| invalid())
+    validation.validate_exp = false;
+    let claims = jsonwebtoken::decode::<AccessTokenClaims>(token, key, &validation).map(|d| d.claims).map_err(|_| invalid())?;
+    if claims.exp <= now.unix_timestamp() {
+        return Err(invalid());
+    }
+    Ok(claims)
 }
 
 /// Verifies an ID token we issued, for `id_token_hint`. Expiry is not checked: the OIDC spec

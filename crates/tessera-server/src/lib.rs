@@ -5,6 +5,7 @@
 pub mod bootstrap;
 pub mod cli;
 pub mod config;
+pub mod import;
 
 use anyhow::Context;
 use std::sync::Arc;

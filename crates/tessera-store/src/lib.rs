@@ -80,6 +80,10 @@ pub trait UserStore {
     async fn find_user_by_email(&self, tenant_id: Uuid, email_canonical: &str) -> StoreResult<Option<User>>;
     /// Newest first; `before` is the last id of the previous page (ids are UUIDv7).
     async fn list_users(&self, tenant_id: Uuid, limit: u32, before: Option<Uuid>) -> StoreResult<Vec<User>>;
+    /// Bulk-inserts customers (an import) with multi-row inserts in one transaction, skipping
+    /// those whose canonical email already exists in the tenant; returns how many were added.
+    /// `event` summarises the batch.
+    async fn import_users(&self, tenant_id: Uuid, users: &[User], event: &NewEvent) -> StoreResult<u64>;
     async fn update_user_password_hash(&self, tenant_id: Uuid, user_id: Uuid, hash: &str, now: OffsetDateTime) -> StoreResult<()>;
     /// Disabling also ends the customer's sessions and revokes their grants.
     async fn set_user_disabled(&self, tenant_id: Uuid, user_id: Uuid, disabled: bool, event: &NewEvent) -> StoreResult<()>;

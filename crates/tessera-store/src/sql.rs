@@ -508,6 +508,40 @@ macro_rules! impl_store {
                     })
                 }
 
+                async fn import_users(&self, tenant_id: Uuid, users: &[User], event: &NewEvent) -> StoreResult<u64> {
+                    // 11 binds a row: 1,000 rows stay far below both databases' parameter limits.
+                    const ROWS_PER_STATEMENT: usize = 1000;
+                    if users.iter().any(|u| u.tenant_id != tenant_id) {
+                        return Err($crate::StoreError::Corrupt("import_users: a customer of another tenant".into()));
+                    }
+                    write_tx!(self, |tx| {
+                        let mut added = 0u64;
+                        for chunk in users.chunks(ROWS_PER_STATEMENT) {
+                            let mut builder = ::sqlx::QueryBuilder::<$db>::new(
+                                "INSERT INTO users (id, tenant_id, email, email_canonical, email_verified, password_hash, \
+                                 given_name, family_name, disabled, created_at, updated_at) ",
+                            );
+                            builder.push_values(chunk, |mut row, user| {
+                                row.push_bind(user.id)
+                                    .push_bind(user.tenant_id)
+                                    .push_bind(user.email.clone())
+                                    .push_bind(user.email_canonical.clone())
+                                    .push_bind(user.email_verified)
+                                    .push_bind(user.password_hash.clone())
+                                    .push_bind(user.given_name.clone())
+                                    .push_bind(user.family_name.clone())
+                                    .push_bind(user.disabled)
+                                    .push_bind(Self::ts(user.created_at))
+                                    .push_bind(Self::ts(user.updated_at));
+                            });
+                            builder.push(" ON CONFLICT (tenant_id, email_canonical) DO NOTHING");
+                            added += builder.build().execute(&mut *tx).await.map_err(db_err)?.rows_affected();
+                        }
+                        Self::insert_event(&mut *tx, event).await?;
+                        Ok(added)
+                    })
+                }
+
                 async fn find_user(&self, tenant_id: Uuid, user_id: Uuid) -> StoreResult<Option<User>> {
                     let row = ::sqlx::query("SELECT * FROM users WHERE tenant_id = $1 AND id = $2")
                         .bind(tenant_id)

@@ -166,6 +166,7 @@ contract![
     tenants_are_isolated,
     concurrent_sign_ups_with_one_email_have_one_winner,
     users_are_listed_newest_first_with_paging,
+    bulk_import_skips_existing_emails,
     updates_of_missing_rows_are_not_found,
     a_code_is_redeemed_once_and_a_replay_revokes_its_grant,
     concurrent_code_redemptions_have_one_winner,
@@ -681,6 +682,23 @@ async fn users_are_listed_newest_first_with_paging(db: TestDb) {
     let page3: Vec<Uuid> = store.list_users(t, 2, Some(page2[1])).await.expect("page 3").iter().map(|u| u.id).collect();
     assert_eq!(page3, ids[4..5]);
     assert!(store.list_users(t, 2, Some(page3[0])).await.expect("page 4").is_empty());
+}
+
+async fn bulk_import_skips_existing_emails(db: TestDb) {
+    let store = db.open().await;
+    let t = create_tenant(&store, "acme").await.id;
+    create_user(&store, t, "taken@example.com").await;
+    // 2,500 rows span several multi-row statements; one collides with an existing customer and
+    // one with an earlier row of the same batch.
+    let mut batch: Vec<User> = (0..2500).map(|i| new_user(t, &format!("bulk{i}@example.com"))).collect();
+    batch.push(new_user(t, "taken@example.com"));
+    batch.push(new_user(t, "bulk7@example.com"));
+    let added = store.import_users(t, &batch, &event(t, EventKind::UsersImported)).await.expect("import");
+    assert_eq!(added, 2500);
+    assert_eq!(store.list_users(t, 5000, None).await.expect("list").len(), 2501);
+    assert_eq!(count(&event_kinds(&store, t).await, EventKind::UsersImported), 1);
+    let foreign = vec![new_user(Uuid::now_v7(), "x@example.com")];
+    assert!(store.import_users(t, &foreign, &event(t, EventKind::UsersImported)).await.is_err(), "rows of another tenant are refused");
 }
 
 async fn updates_of_missing_rows_are_not_found(db: TestDb) {

@@ -17,7 +17,11 @@ async fn sign_up_then_code_flow_then_userinfo_and_refresh() {
         let page = browser.get(&app, &start.location()).await;
         assert!(page.body.contains("Create account"));
         let done = browser
-            .submit(&app, &page, &[("email", " New@Example.TEST "), ("password", PASSWORD), ("given_name", "Nia"), ("family_name", "Okafor")])
+            .submit(
+                &app,
+                &page,
+                &[("email", " New@Example.TEST "), ("password", PASSWORD), ("given_name", "Nia"), ("family_name", "Okafor")],
+            )
             .await;
         assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
         let redirect = done.location();
@@ -25,12 +29,20 @@ async fn sign_up_then_code_flow_then_userinfo_and_refresh() {
         assert_eq!(query_param(&redirect, "state").as_deref(), Some("st-123"));
         assert_eq!(query_param(&redirect, "iss").as_deref(), Some(app.issuer().as_str()));
         let code = query_param(&redirect, "code").unwrap();
-        let tokens = app.token(&client, &[("grant_type", "authorization_code"), ("code", &code), ("redirect_uri", REDIRECT), ("code_verifier", VERIFIER)]).await;
+        let tokens = app
+            .token(
+                &client,
+                &[("grant_type", "authorization_code"), ("code", &code), ("redirect_uri", REDIRECT), ("code_verifier", VERIFIER)],
+            )
+            .await;
         assert_eq!(tokens.status, StatusCode::OK, "{}", tokens.body);
         assert_eq!(tokens.header("cache-control"), Some("no-store"));
         let tokens = tokens.json();
         let at = tokens["access_token"].as_str().unwrap();
-        let req = axum::http::Request::get(app.path("/oauth2/userinfo")).header("authorization", format!("Bearer {at}")).body(axum::body::Body::empty()).unwrap();
+        let req = axum::http::Request::get(app.path("/oauth2/userinfo"))
+            .header("authorization", format!("Bearer {at}"))
+            .body(axum::body::Body::empty())
+            .unwrap();
         let info = app.send(req).await;
         assert_eq!(info.status, StatusCode::OK, "{}", info.body);
         let info = info.json();

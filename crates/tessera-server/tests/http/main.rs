@@ -2,4 +2,7 @@
 
 mod support;
 
+mod authorize_security;
+mod code_security;
 mod flows;
+mod token_security;

@@ -65,7 +65,8 @@ impl Drop for TestApp {
                 rt.block_on(async move {
                     use sqlx::Connection;
                     if let Ok(mut c) = sqlx::PgConnection::connect(&admin_url).await {
-                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut c).await;
+                        let _ =
+                            sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut c).await;
                     }
                 });
             })
@@ -181,7 +182,12 @@ impl TestApp {
     }
 
     pub async fn user(&self, email: &str) -> tessera_core::model::User {
-        let form = tessera_selfservice::registration::SignUpForm { email: email.into(), password: PASSWORD.into(), given_name: "Ann".into(), family_name: "Lee".into() };
+        let form = tessera_selfservice::registration::SignUpForm {
+            email: email.into(),
+            password: PASSWORD.into(),
+            given_name: "Ann".into(),
+            family_name: "Lee".into(),
+        };
         tessera_selfservice::registration::sign_up(&self.rt.selfservice, &self.tenant, &form, &Default::default(), "admin").await.unwrap()
     }
 
@@ -235,7 +241,12 @@ impl TestApp {
     pub async fn tokens_for(&self, browser: &mut Browser, client: &TestClient, email: &str) -> Value {
         let redirect = self.login_for_code(browser, client, email, &[]).await;
         let code = query_param(&redirect, "code").expect("code in redirect");
-        let response = self.token(client, &[("grant_type", "authorization_code"), ("code", &code), ("redirect_uri", REDIRECT), ("code_verifier", VERIFIER)]).await;
+        let response = self
+            .token(
+                client,
+                &[("grant_type", "authorization_code"), ("code", &code), ("redirect_uri", REDIRECT), ("code_verifier", VERIFIER)],
+            )
+            .await;
         assert_eq!(response.status, StatusCode::OK, "token: {}", response.body);
         response.json()
     }
@@ -245,6 +256,8 @@ fn reload(config: Config) -> Config {
     // Apply the same derivations as `Config::load` (public URL into the token settings, …).
     let mut c = config;
     c.tokens.public_url = c.public_url.clone();
+    let local = url::Url::parse(&c.public_url).is_ok_and(|u| matches!(u.host_str(), Some("localhost" | "127.0.0.1" | "[::1]")));
+    c.tokens.allow_http_localhost_redirects = c.dev_mode || local;
     c
 }
 
@@ -392,4 +405,213 @@ impl Browser {
         form.extend_from_slice(fields);
         self.post(app, &action, &form).await
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers for the security tests.
+
+/// The session cookie of tenant `acme` on an https public URL.
+pub const SESSION_COOKIE: &str = "__Host-tessera_session_acme";
+/// The CSRF cookie on an https public URL.
+pub const CSRF_COOKIE: &str = "__Host-tessera_csrf";
+
+/// base64url without padding.
+pub fn b64url(bytes: &[u8]) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+pub fn b64url_decode(s: &str) -> Option<Vec<u8>> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    URL_SAFE_NO_PAD.decode(s).ok()
+}
+
+/// The S256 code challenge of a verifier (RFC 7636 §4.2).
+pub fn s256(verifier: &str) -> String {
+    b64url(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes()).as_ref())
+}
+
+/// Header and claims of a compact JWS, without verifying anything (for inspection only).
+pub fn jwt_parts(token: &str) -> (Value, Value) {
+    let mut parts = token.split('.');
+    let mut next = || serde_json::from_slice::<Value>(&b64url_decode(parts.next().expect("JWT part")).expect("base64url")).expect("JSON");
+    let header = next();
+    let claims = next();
+    (header, claims)
+}
+
+/// A token from a header and claims, "signed" with the given signature bytes.
+pub fn forge_jwt(header: &Value, claims: &Value, signature: &[u8]) -> String {
+    format!("{}.{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()), b64url(signature))
+}
+
+/// Replaces every UUID-shaped substring by `<uuid>` (flow ids, request ids).
+pub fn mask_uuids(s: &str) -> String {
+    fn is_uuid(b: &[u8]) -> bool {
+        b.len() == 36 && b.iter().enumerate().all(|(i, c)| if matches!(i, 8 | 13 | 18 | 23) { *c == b'-' } else { c.is_ascii_hexdigit() })
+    }
+    let bytes = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if i + 36 <= bytes.len() && is_uuid(&bytes[i..i + 36]) {
+            out.push_str("<uuid>");
+            i += 36;
+        } else {
+            let ch = s[i..].chars().next().expect("char");
+            out.push(ch);
+            i += ch.len_utf8();
+        }
+    }
+    out
+}
+
+/// Asserts an error page: an HTML page with a 4xx status and no redirect anywhere.
+#[track_caller]
+pub fn assert_error_page(response: &TestResponse, context: &str) {
+    assert!(response.status.is_client_error(), "{context}: expected an error page, got {} {}", response.status, response.location());
+    assert!(response.headers.get(header::LOCATION).is_none(), "{context}: must not redirect, got {}", response.location());
+    assert!(response.header("content-type").is_some_and(|c| c.starts_with("text/html")), "{context}: an HTML page");
+}
+
+/// The `error` of a redirect to the client, asserting the redirect goes to `redirect_base`.
+#[track_caller]
+pub fn redirect_error(response: &TestResponse, redirect_base: &str) -> String {
+    assert_eq!(response.status, StatusCode::SEE_OTHER, "expected a redirect: {}", response.body);
+    let location = response.location();
+    assert!(location.starts_with(redirect_base), "redirect to {location}, expected {redirect_base}");
+    query_param(&location, "error").unwrap_or_else(|| panic!("no error in {location}"))
+}
+
+impl TestResponse {
+    /// Every `Set-Cookie` header.
+    pub fn set_cookies(&self) -> Vec<String> {
+        self.headers.get_all(header::SET_COOKIE).iter().map(|v| v.to_str().unwrap().to_owned()).collect()
+    }
+
+    /// The `Set-Cookie` header that sets cookie `name`.
+    pub fn set_cookie(&self, name: &str) -> Option<String> {
+        self.set_cookies().into_iter().find(|c| c.starts_with(&format!("{name}=")))
+    }
+
+    /// The `error` member of a JSON error body.
+    pub fn oauth_error(&self) -> String {
+        self.json()["error"].as_str().unwrap_or_default().to_owned()
+    }
+}
+
+impl Browser {
+    /// The session cookie's value, if the browser holds one.
+    pub fn session(&self) -> Option<String> {
+        self.cookies.get(SESSION_COOKIE).cloned()
+    }
+
+    pub fn csrf(&self) -> Option<String> {
+        self.cookies.get(CSRF_COOKIE).cloned()
+    }
+}
+
+impl TestApp {
+    /// GET userinfo with a bearer token.
+    pub async fn userinfo(&self, token: &str) -> TestResponse {
+        let req = Request::get(self.path("/oauth2/userinfo"))
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap();
+        self.send(req).await
+    }
+
+    pub async fn discovery(&self) -> Value {
+        let response = self.get(&self.path("/.well-known/openid-configuration")).await;
+        assert_eq!(response.status, StatusCode::OK);
+        response.json()
+    }
+
+    pub async fn jwks(&self) -> Value {
+        let response = self.get(&self.path("/jwks.json")).await;
+        assert_eq!(response.status, StatusCode::OK);
+        response.json()
+    }
+
+    /// Verifies a JWT against the published JWKS (signature, `kid`, the algorithm of the key)
+    /// and the exact issuer; `audience` is checked when given. Expiry is checked by callers
+    /// (the test clock is not the wall clock). Returns the header and the claims.
+    pub async fn verify_jwt(&self, token: &str, audience: Option<&str>) -> Result<(jsonwebtoken::Header, Value), String> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| format!("header: {e}"))?;
+        let kid = header.kid.clone().ok_or("no kid")?;
+        let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_value(self.jwks().await).map_err(|e| format!("jwks: {e}"))?;
+        let jwk = jwks.find(&kid).ok_or_else(|| format!("kid {kid} is not published"))?;
+        let key = jsonwebtoken::DecodingKey::from_jwk(jwk).map_err(|e| format!("jwk: {e}"))?;
+        let mut validation = jsonwebtoken::Validation::new(header.alg);
+        validation.validate_exp = false;
+        validation.set_required_spec_claims(&["iss", "sub", "aud", "exp", "iat"]);
+        validation.set_issuer(&[self.issuer()]);
+        match audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        let data = jsonwebtoken::decode::<Value>(token, &key, &validation).map_err(|e| format!("verify: {e}"))?;
+        Ok((header, data.claims))
+    }
+
+    /// Signs in (or rides the session) and returns the authorization code.
+    pub async fn code_for(&self, browser: &mut Browser, client: &TestClient, email: &str, extra: &[(&str, &str)]) -> String {
+        let redirect = self.login_for_code(browser, client, email, extra).await;
+        query_param(&redirect, "code").unwrap_or_else(|| panic!("no code in {redirect}"))
+    }
+
+    /// The standard code redemption (registered redirect, RFC 7636 verifier).
+    pub async fn redeem(&self, client: &TestClient, code: &str) -> TestResponse {
+        self.token(client, &[("grant_type", "authorization_code"), ("code", code), ("redirect_uri", REDIRECT), ("code_verifier", VERIFIER)])
+            .await
+    }
+
+    pub async fn refresh(&self, client: &TestClient, refresh_token: &str) -> TestResponse {
+        self.token(client, &[("grant_type", "refresh_token"), ("refresh_token", refresh_token)]).await
+    }
+
+    /// RFC 7662 introspection by `client`; returns the JSON body.
+    pub async fn introspect(&self, client: &TestClient, token: &str) -> Value {
+        let basic = format!("Basic {}", STANDARD.encode(format!("{}:{}", client.id, client.secret.clone().unwrap_or_default())));
+        let response = self.post_form(&self.path("/oauth2/introspect"), &[("token", token)], &[("authorization", &basic)]).await;
+        assert_eq!(response.status, StatusCode::OK, "introspect: {}", response.body);
+        response.json()
+    }
+
+    /// Disables a customer the way the admin CLI does.
+    pub async fn disable(&self, user: &tessera_core::model::User) {
+        let event =
+            tessera_core::NewEvent::new(self.tenant.id, tessera_core::EventKind::UserDisabled, tessera_core::Clock::now(&*self.clock))
+                .user(user.id);
+        self.rt.store.set_user_disabled(self.tenant.id, user.id, true, &event).await.unwrap();
+    }
+
+    /// A customer with a given password.
+    pub async fn user_with_password(&self, email: &str, password: &str) -> tessera_core::model::User {
+        let form = tessera_selfservice::registration::SignUpForm {
+            email: email.into(),
+            password: password.into(),
+            given_name: "Ann".into(),
+            family_name: "Lee".into(),
+        };
+        tessera_selfservice::registration::sign_up(&self.rt.selfservice, &self.tenant, &form, &Default::default(), "admin").await.unwrap()
+    }
+
+    /// An authorization request with `prompt=none` from this browser: the redirect's query.
+    pub async fn silent_authorize(&self, browser: &mut Browser, client: &TestClient, extra: &[(&str, &str)]) -> String {
+        let mut params = vec![("prompt", "none")];
+        params.extend_from_slice(extra);
+        let response = browser.get(self, &self.authorize_url(client, &params)).await;
+        assert_eq!(response.status, StatusCode::SEE_OTHER, "prompt=none must redirect: {}", response.body);
+        let location = response.location();
+        assert!(location.starts_with(REDIRECT), "prompt=none redirects to the client: {location}");
+        location
+    }
+}
+
+/// Median of durations, in seconds.
+pub fn median(samples: &mut [f64]) -> f64 {
+    samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = samples.len();
+    if n % 2 == 1 { samples[n / 2] } else { (samples[n / 2 - 1] + samples[n / 2]) / 2.0 }
 }
