@@ -164,6 +164,10 @@ pub struct AuthorizationRequest {
     pub id_token_hint_subject: Option<Uuid>,
     pub acr_values: Option<String>,
     pub ui_locales: Option<String>,
+    /// Hash of the CSRF cookie of the browser that sent the request. Only that browser may
+    /// continue it, so a request id planted by an attacker is worthless elsewhere.
+    #[serde(default)]
+    pub browser_binding: Option<String>,
     pub created_at: OffsetDateTime,
     pub expires_at: OffsetDateTime,
 }

@@ -96,8 +96,14 @@ pub fn error_redirect(redirect_uri: &str, issuer: &str, error: &OAuthError, stat
     redirect_with(redirect_uri, issuer, &[("error", Some(error.code)), ("error_description", Some(&error.description)), ("state", state)])
 }
 
-/// Validates an authorization request and stores it as the pending login request.
-pub async fn validate(engine: &OAuthEngine, tenant: &Tenant, params: &AuthorizeParams) -> Result<AuthorizationRequest, AuthorizeError> {
+/// Validates an authorization request and stores it as the pending login request, bound to
+/// the browser whose marker hash is `browser_binding`.
+pub async fn validate(
+    engine: &OAuthEngine,
+    tenant: &Tenant,
+    params: &AuthorizeParams,
+    browser_binding: Option<String>,
+) -> Result<AuthorizationRequest, AuthorizeError> {
     let page = |e: OAuthError| AuthorizeError::Page(e);
     let client_id = params.client_id.as_deref().ok_or_else(|| page(OAuthError::invalid_request("client_id is missing")))?;
     let client = engine
@@ -137,6 +143,7 @@ pub async fn validate(engine: &OAuthEngine, tenant: &Tenant, params: &AuthorizeP
         id_token_hint_subject: request.hint_subject,
         acr_values: params.acr_values.clone(),
         ui_locales: params.ui_locales.clone(),
+        browser_binding,
         created_at: now,
         expires_at: now + time::Duration::seconds(engine.config.authorization_request_ttl_secs),
     };

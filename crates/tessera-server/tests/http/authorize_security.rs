@@ -123,7 +123,7 @@ async fn untrusted_client_or_redirect_is_an_error_page_even_for_other_errors() {
         let two =
             app.client(ClientOptions { redirect_uris: vec![REDIRECT, "https://app.example.test/other"], ..ClientOptions::default() }).await;
         let unknown = TestClient { id: "no-such-client".into(), secret: None };
-        let cases: Vec<(&str, &TestClient, Vec<(&str, &str)>)> = vec![
+        let cases: Vec<(&str, &TestClient, Pairs)> = vec![
             ("unknown client", &unknown, vec![]),
             ("missing client_id", &unknown, vec![("client_id", "")]),
             ("mismatched redirect", &two, vec![("redirect_uri", "https://evil.test/cb")]),

@@ -5,4 +5,8 @@ mod support;
 mod authorize_security;
 mod code_security;
 mod flows;
+mod identifier_security;
+mod login_security;
+mod oidc_behaviour;
+mod session_security;
 mod token_security;

@@ -609,6 +609,9 @@ impl TestApp {
     }
 }
 
+/// Form fields or headers as name/value pairs.
+pub type Pairs<'a> = Vec<(&'a str, &'a str)>;
+
 /// Median of durations, in seconds.
 pub fn median(samples: &mut [f64]) -> f64 {
     samples.sort_by(|a, b| a.partial_cmp(b).unwrap());

@@ -445,7 +445,7 @@ async fn token_endpoint_authentication_and_hygiene() {
         let token_path = app.path("/oauth2/token");
         let wrong_basic = basic(&client.id, "wrong");
         let unknown_basic = basic("nobody", &secret);
-        let cases: Vec<(&str, Vec<(&str, &str)>, Vec<(&str, &str)>, bool)> = vec![
+        let cases: Vec<(&str, Pairs, Pairs, bool)> = vec![
             ("no credentials", vec![], vec![], false),
             ("client_id only", vec![("client_id", client.id.as_str())], vec![], false),
             ("wrong secret, post", vec![("client_id", client.id.as_str()), ("client_secret", "wrong")], vec![], false),

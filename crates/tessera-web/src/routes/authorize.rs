@@ -64,7 +64,9 @@ async fn authorize(state: AppState, slug: String, raw: Vec<u8>, headers: HeaderM
         // Without trustworthy parameters there is no trusted redirect URI: show a page.
         Err(e) => return error_page(&state, &tenant, &e),
     };
-    let request = match authorize::validate(&state.oauth, &tenant, &params).await {
+    // The request is bound to this browser's CSRF cookie (minted now if it has none).
+    let (csrf, fresh) = csrf_for(&state, &headers);
+    let request = match authorize::validate(&state.oauth, &tenant, &params, Some(secret::hash_token(&csrf))).await {
         Ok(r) => r,
         Err(AuthorizeError::Page(e)) => return error_page(&state, &tenant, &e),
         Err(AuthorizeError::Redirect(location)) => return see_other(&location),
@@ -73,14 +75,11 @@ async fn authorize(state: AppState, slug: String, raw: Vec<u8>, headers: HeaderM
         Ok(s) => s,
         Err(e) => return store_failure_page(&state.pages, &Brand::of(&tenant), &e),
     };
-    advance(
-        &state,
-        &tenant,
-        &request,
-        session.as_ref(),
-        cookie(&headers, &crate::request::cookie_name(CSRF_COOKIE, state.config.secure_cookies())),
-    )
-    .await
+    let mut response = advance(&state, &tenant, &request, session.as_ref(), Some(&csrf)).await;
+    if fresh && !response.headers().contains_key(axum::http::header::SET_COOKIE) {
+        add_cookie(&mut response, &set_cookie(CSRF_COOKIE, &csrf, None, state.config.secure_cookies()));
+    }
+    response
 }
 
 #[derive(Deserialize)]
@@ -100,7 +99,7 @@ pub async fn continue_authorization(
         Err(r) => return r,
     };
     let brand = Brand::of(&tenant);
-    let request = match load_request(&state, &tenant, q.request).await {
+    let request = match load_request(&state, &tenant, q.request, &headers).await {
         Ok(r) => r,
         Err(r) => return r,
     };
@@ -118,7 +117,14 @@ pub async fn continue_authorization(
     .await
 }
 
-pub(crate) async fn load_request(state: &AppState, tenant: &Tenant, id: Option<Uuid>) -> Result<AuthorizationRequest, Response> {
+/// Loads a pending authorization request for the browser that started it. Another browser
+/// (no cookie, or a different one) gets the "expired" page: a planted request id is useless.
+pub(crate) async fn load_request(
+    state: &AppState,
+    tenant: &Tenant,
+    id: Option<Uuid>,
+    headers: &HeaderMap,
+) -> Result<AuthorizationRequest, Response> {
     let brand = Brand::of(tenant);
     let gone = || {
         state.pages.message(
@@ -130,9 +136,17 @@ pub(crate) async fn load_request(state: &AppState, tenant: &Tenant, id: Option<U
     };
     let Some(id) = id else { return Err(gone()) };
     match state.oauth.store.find_authorization_request(tenant.id, id).await {
-        Ok(Some(r)) if r.expires_at > state.oauth.clock.now() => Ok(r),
+        Ok(Some(r)) if r.expires_at > state.oauth.clock.now() && is_same_browser(state, headers, &r) => Ok(r),
         Ok(_) => Err(gone()),
         Err(e) => Err(store_failure_page(&state.pages, &brand, &e)),
+    }
+}
+
+fn is_same_browser(state: &AppState, headers: &HeaderMap, request: &AuthorizationRequest) -> bool {
+    match &request.browser_binding {
+        Some(binding) => cookie(headers, &crate::request::cookie_name(CSRF_COOKIE, state.config.secure_cookies()))
+            .is_some_and(|c| secret::token_matches_hash(c, binding)),
+        None => true,
     }
 }
 
@@ -224,7 +238,7 @@ pub async fn consent_page(
         Err(r) => return r,
     };
     let brand = Brand::of(&tenant);
-    let request = match load_request(&state, &tenant, q.request).await {
+    let request = match load_request(&state, &tenant, q.request, &headers).await {
         Ok(r) => r,
         Err(r) => return r,
     };
@@ -283,7 +297,7 @@ pub async fn consent_submit(
             "This form could not be verified. Go back to the application and start again.",
         );
     }
-    let request = match load_request(&state, &tenant, q.request).await {
+    let request = match load_request(&state, &tenant, q.request, &headers).await {
         Ok(r) => r,
         Err(r) => return r,
     };

@@ -65,7 +65,11 @@ async fn handle(
         Ok(s) => s,
         Err(e) => return store_failure_page(&state.pages, &brand, &e),
     };
-    if plan.needs_confirmation && !confirmed {
+    // A valid hint vouches only for its own customer: anyone can hold an ID token of their
+    // own, so a hint naming someone else than this browser's customer must not sign them out
+    // silently.
+    let foreign_hint = session.as_ref().is_some_and(|s| !plan.needs_confirmation && plan.hinted_subject != Some(s.user_id));
+    if (plan.needs_confirmation || foreign_hint) && !confirmed {
         let (csrf, fresh) = csrf_for(&state, &headers);
         let user_email = match &session {
             Some(s) => state.oauth.store.find_user(tenant.id, s.user_id).await.ok().flatten().map(|u| u.email),

@@ -84,7 +84,10 @@ async fn show(state: AppState, slug: String, q: PageQuery, headers: HeaderMap, k
     };
     let Some(flow_id) = q.flow else {
         let hint = match q.request {
-            Some(r) => load_request(&state, &tenant, Some(r)).await.ok().and_then(|r| r.login_hint),
+            Some(r) => match load_request(&state, &tenant, Some(r), &headers).await {
+                Ok(request) => request.login_hint,
+                Err(page) => return page,
+            },
             None => None,
         };
         return start_flow(&state, &tenant, kind, q.request, hint, &headers).await;
@@ -207,13 +210,25 @@ async fn signed_in(
     flow: &Flow,
     user: &User,
     origin: &tessera_core::event::RequestOrigin,
-    csrf: &str,
+    headers: &HeaderMap,
 ) -> Response {
     let brand = Brand::of(tenant);
+    let csrf = csrf_cookie(state, headers).unwrap_or_default();
     // Deleting the flow decides double submits: only the first one proceeds.
     match state.selfservice.store.delete_flow(tenant.id, flow.id).await {
         Ok(true) => {}
         Ok(false) => return see_other(&flow_url(tenant, flow)),
+        Err(e) => return store_failure_page(&state.pages, &brand, &e),
+    }
+    // The browser's previous session (an earlier sign-in, or one planted in it) ends here, so
+    // only the new cookie value works from now on (ASVS 7.2.4).
+    match current_session(state, tenant, headers).await {
+        Ok(Some(previous)) => {
+            if let Err(e) = tessera_selfservice::session::end(&state.selfservice, tenant, &previous, origin).await {
+                return store_failure_page(&state.pages, &brand, &e);
+            }
+        }
+        Ok(None) => {}
         Err(e) => return store_failure_page(&state.pages, &brand, &e),
     }
     let (token, session): (String, Session) =
@@ -222,8 +237,8 @@ async fn signed_in(
             Err(e) => return store_failure_page(&state.pages, &brand, &e),
         };
     let mut response = match flow.authorization_request_id {
-        Some(id) => match load_request(state, tenant, Some(id)).await {
-            Ok(request) => advance(state, tenant, &request, Some(&session), Some(csrf)).await,
+        Some(id) => match load_request(state, tenant, Some(id), headers).await {
+            Ok(request) => advance(state, tenant, &request, Some(&session), Some(&csrf)).await,
             Err(page) => page,
         },
         None => see_other(&tenant_path(tenant, "/account")),
@@ -257,7 +272,7 @@ pub async fn login_submit(
     let email = form.get("email").cloned().unwrap_or_default();
     let password = form.get("password").cloned().unwrap_or_default();
     match login::verify_password(&state.selfservice, &tenant, &email, &password, &origin).await {
-        Ok(user) => signed_in(&state, &tenant, &flow, &user, &origin, &csrf).await,
+        Ok(user) => signed_in(&state, &tenant, &flow, &user, &origin, &headers).await,
         Err(LoginError::InvalidCredentials) => render(
             &state,
             &tenant,
@@ -306,7 +321,7 @@ pub async fn registration_submit(
         notice: None,
     };
     match registration::sign_up(&state.selfservice, &tenant, &sign_up, &origin, "password").await {
-        Ok(user) => signed_in(&state, &tenant, &flow, &user, &origin, &csrf).await,
+        Ok(user) => signed_in(&state, &tenant, &flow, &user, &origin, &headers).await,
         Err(SignUpError::Invalid(errors)) => {
             let errors = errors.into_iter().map(|e| (e.field, capitalise(&e.text))).collect();
             render(&state, &tenant, &flow, &csrf, StatusCode::BAD_REQUEST, keep(errors, Some("Please correct the highlighted fields.")))
