@@ -6,7 +6,7 @@ use crate::OAuthError;
 use crate::keys::TenantKeys;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Header, Validation};
+use jsonwebtoken::Validation;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -30,23 +30,24 @@ pub struct AccessTokenClaims {
     pub gid: Uuid,
 }
 
-/// Signs claims with the tenant's active key of `alg`.
+/// Signs claims with the tenant's active key of `alg` as a JWS compact serialisation
+/// (RFC 7515 §7.1). The key pair is parsed once per cache period, not per token; verification
+/// of what we sign is left to `jsonwebtoken` and, in the end-to-end tests, to `openid-client`.
 pub fn sign(keys: &TenantKeys, alg: &str, typ: &str, claims: &impl Serialize) -> Result<String, OAuthError> {
-    let (kid, key) = keys.signer(alg).map_err(|e| {
-        tracing::error!(error = %e, "no signing key");
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        tracing::error!(error = %e, "{what}");
         OAuthError::server_error()
-    })?;
-    let mut header = Header::new(match alg {
-        "RS256" => jsonwebtoken::Algorithm::RS256,
-        "ES256" => jsonwebtoken::Algorithm::ES256,
-        _ => jsonwebtoken::Algorithm::EdDSA,
-    });
-    header.kid = Some(kid.to_owned());
-    header.typ = Some(typ.to_owned());
-    jsonwebtoken::encode(&header, claims, key).map_err(|e| {
-        tracing::error!(error = %e, "signing failed");
-        OAuthError::server_error()
-    })
+    };
+    let (kid, pair) = keys.signer(alg).map_err(|e| fail("no signing key", &e))?;
+    let header = serde_json::json!({ "alg": alg, "typ": typ, "kid": kid });
+    let claims = serde_json::to_vec(claims).map_err(|e| fail("claims do not serialise", &e))?;
+    let mut token = URL_SAFE_NO_PAD.encode(header.to_string());
+    token.push('.');
+    token.push_str(&URL_SAFE_NO_PAD.encode(claims));
+    let signature = pair.sign(token.as_bytes()).map_err(|e| fail("signing failed", &e))?;
+    token.push('.');
+    token.push_str(&URL_SAFE_NO_PAD.encode(signature));
+    Ok(token)
 }
 
 /// Verifies one of our access tokens: known `kid`, its algorithm only (no `none`, no HMAC

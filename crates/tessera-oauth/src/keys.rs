@@ -224,9 +224,43 @@ pub async fn rotate(
     Ok(next)
 }
 
+/// A parsed private key, kept ready so that signing does not re-parse (and, for RSA,
+/// re-validate) the key on every token.
+pub enum SigningKeyPair {
+    Rsa(aws_lc_rs::rsa::KeyPair),
+    Ecdsa(EcdsaKeyPair),
+    Ed25519(Ed25519KeyPair),
+}
+
+impl SigningKeyPair {
+    fn parse(alg: &str, pkcs8: &[u8]) -> Result<Self, KeyError> {
+        match alg {
+            "RS256" => aws_lc_rs::rsa::KeyPair::from_pkcs8(pkcs8).map(Self::Rsa).map_err(|_| KeyError::Decrypt),
+            "ES256" => EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8).map(Self::Ecdsa).map_err(|_| KeyError::Decrypt),
+            "EdDSA" => Ed25519KeyPair::from_pkcs8(pkcs8).map(Self::Ed25519).map_err(|_| KeyError::Decrypt),
+            other => Err(KeyError::UnsupportedAlg(other.to_owned())),
+        }
+    }
+
+    /// The JWS signature over `message`: RSASSA-PKCS1-v1_5 SHA-256, ECDSA P-256 SHA-256 in
+    /// the fixed r‖s form JWS requires, or Ed25519.
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
+        match self {
+            Self::Rsa(pair) => {
+                let mut signature = vec![0u8; pair.public_modulus_len()];
+                pair.sign(&aws_lc_rs::signature::RSA_PKCS1_SHA256, &SystemRandom::new(), message, &mut signature)
+                    .map_err(|_| KeyError::Generation)?;
+                Ok(signature)
+            }
+            Self::Ecdsa(pair) => Ok(pair.sign(&SystemRandom::new(), message).map_err(|_| KeyError::Generation)?.as_ref().to_vec()),
+            Self::Ed25519(pair) => Ok(pair.sign(message).as_ref().to_vec()),
+        }
+    }
+}
+
 /// One tenant's keys, ready to sign and verify.
 pub struct TenantKeys {
-    signing: HashMap<String, (String, EncodingKey)>,
+    signing: HashMap<String, (String, SigningKeyPair)>,
     verifying: HashMap<String, (Algorithm, DecodingKey)>,
     /// The JWKS document, serialised once.
     pub jwks_json: Arc<str>,
@@ -234,7 +268,7 @@ pub struct TenantKeys {
 
 impl TenantKeys {
     /// The active key for `alg`: its kid and encoding key.
-    pub fn signer(&self, alg: &str) -> Result<(&str, &EncodingKey), KeyError> {
+    pub fn signer(&self, alg: &str) -> Result<(&str, &SigningKeyPair), KeyError> {
         self.signing.get(alg).map(|(kid, key)| (kid.as_str(), key)).ok_or_else(|| KeyError::NoActiveKey(alg.to_owned()))
     }
 
@@ -287,7 +321,7 @@ impl KeyRing {
             published.push(key.public_jwk.clone());
             if key.status == KeyStatus::Active && !signing.contains_key(&key.alg) {
                 let pkcs8 = self.master.decrypt(&key.private_key_encrypted, &aad(tenant_id, &key.kid))?;
-                signing.insert(key.alg.clone(), (key.kid.clone(), encoding_key(&key.alg, &pkcs8)?));
+                signing.insert(key.alg.clone(), (key.kid.clone(), SigningKeyPair::parse(&key.alg, &pkcs8)?));
             }
         }
         let jwks_json: Arc<str> = serde_json::json!({ "keys": published }).to_string().into();
