@@ -20,7 +20,7 @@ pub struct SelfServiceConfig {
 impl Default for SelfServiceConfig {
     fn default() -> Self {
         Self {
-            flow_ttl_secs: 3600,
+            flow_ttl_secs: 1800,
             session_idle_timeout_secs: 3 * 24 * 3600,
             session_lifetime_secs: 30 * 24 * 3600,
             require_names: true,

@@ -6,6 +6,7 @@ mod authorize_security;
 mod code_security;
 mod flows;
 mod identifier_security;
+mod journeys;
 mod login_security;
 mod oidc_behaviour;
 mod session_security;

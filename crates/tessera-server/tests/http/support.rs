@@ -117,6 +117,10 @@ impl TestApp {
         Self { rt, router, tenant, clock, db, dir, pg_database }
     }
 
+    pub fn clock_now(&self) -> time::OffsetDateTime {
+        tessera_core::Clock::now(self.clock.as_ref())
+    }
+
     pub fn issuer(&self) -> String {
         format!("https://id.example.test/t/{}", self.tenant.slug)
     }
