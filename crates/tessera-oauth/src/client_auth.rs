@@ -32,10 +32,10 @@ pub async fn authenticate_client(engine: &OAuthEngine, tenant: &Tenant, creds: &
         (None, None, _) => return Err(OAuthError::invalid_client("client authentication is required")),
     };
     let unknown = || OAuthError::invalid_client("client authentication failed");
-    let client = engine.store.find_client(tenant.id, client_id).await?.ok_or_else(unknown)?;
+    let client = engine.client(tenant.id, client_id).await?.ok_or_else(unknown)?;
     match (&client.secret_hash, secret) {
-        (Some(hash), Some(secret)) if token_matches_hash(secret, hash) => Ok(client),
-        (None, None) if client.public => Ok(client),
+        (Some(hash), Some(secret)) if token_matches_hash(secret, hash) => Ok((*client).clone()),
+        (None, None) if client.public => Ok((*client).clone()),
         _ => Err(unknown()),
     }
 }

@@ -23,7 +23,8 @@ pub async fn active_access_token(
     let claims = jwt::verify_access_token(&keys, token, &engine.issuer(tenant), engine.clock.now())?;
     let invalid = || OAuthError::invalid_token("the access token is invalid or expired");
     if claims.gid.is_nil() {
-        // client_credentials: good while the client exists.
+        // client_credentials: good while the client exists (asked of the database, not the
+        // cache, so a deletion anywhere takes effect here at once).
         engine.store.find_client(tenant.id, &claims.client_id).await?.ok_or_else(invalid)?;
         return Ok((claims, None));
     }
@@ -52,42 +53,47 @@ pub async fn introspect(engine: &OAuthEngine, tenant: &Tenant, caller: &Client, 
     if caller.public {
         return Err(OAuthError::invalid_client("public clients cannot introspect tokens"));
     }
-    let now = engine.clock.now();
-    if let Some((rt, grant)) = engine.store.find_refresh_token(tenant.id, &secret::hash_token(token)).await? {
-        let user_ok = match grant.user_id {
-            Some(id) => engine.store.find_user(tenant.id, id).await?.is_some_and(|u| !u.disabled),
-            None => true,
-        };
-        if rt.rotated_at.is_none() && grant.is_active(now) && user_ok {
-            return Ok(json!({
+    // Our access tokens are JWTs (three dot-separated parts); refresh tokens never contain a
+    // dot. Looking at the shape first saves a database round trip per introspection.
+    if token.split('.').count() == 3 {
+        return match active_access_token(engine, tenant, token).await {
+            Ok((claims, _)) => Ok(json!({
                 "active": true,
-                "token_type": "refresh_token",
-                "client_id": grant.client_id,
-                "sub": grant.user_id.map(|u| u.to_string()),
-                "scope": grant.scope.to_string(),
-                "exp": grant.expires_at.unix_timestamp(),
-                "iat": rt.created_at.unix_timestamp(),
-                "iss": engine.issuer(tenant),
-            }));
-        }
+                "token_type": "Bearer",
+                "client_id": claims.client_id,
+                "sub": claims.sub,
+                "scope": claims.scope,
+                "exp": claims.exp,
+                "iat": claims.iat,
+                "iss": claims.iss,
+                "aud": claims.aud,
+                "jti": claims.jti,
+            })),
+            Err(e) if e.code == "invalid_token" => Ok(json!({ "active": false })),
+            Err(e) => Err(e),
+        };
+    }
+    let now = engine.clock.now();
+    let Some((rt, grant)) = engine.store.find_refresh_token(tenant.id, &secret::hash_token(token)).await? else {
         return Ok(json!({ "active": false }));
-    }
-    match active_access_token(engine, tenant, token).await {
-        Ok((claims, _)) => Ok(json!({
+    };
+    let user_ok = match grant.user_id {
+        Some(id) => engine.store.find_user(tenant.id, id).await?.is_some_and(|u| !u.disabled),
+        None => true,
+    };
+    if rt.rotated_at.is_none() && grant.is_active(now) && user_ok {
+        return Ok(json!({
             "active": true,
-            "token_type": "Bearer",
-            "client_id": claims.client_id,
-            "sub": claims.sub,
-            "scope": claims.scope,
-            "exp": claims.exp,
-            "iat": claims.iat,
-            "iss": claims.iss,
-            "aud": claims.aud,
-            "jti": claims.jti,
-        })),
-        Err(e) if e.code == "invalid_token" => Ok(json!({ "active": false })),
-        Err(e) => Err(e),
+            "token_type": "refresh_token",
+            "client_id": grant.client_id,
+            "sub": grant.user_id.map(|u| u.to_string()),
+            "scope": grant.scope.to_string(),
+            "exp": grant.expires_at.unix_timestamp(),
+            "iat": rt.created_at.unix_timestamp(),
+            "iss": engine.issuer(tenant),
+        }));
     }
+    Ok(json!({ "active": false }))
 }
 
 /// RFC 7009: revokes the grant behind a refresh or access token issued to `caller`.

@@ -7,6 +7,7 @@
 pub mod authorize;
 pub mod claims;
 pub mod client_auth;
+pub mod client_cache;
 pub mod config;
 pub mod discovery;
 pub mod error;
@@ -33,9 +34,19 @@ pub struct OAuthEngine {
     pub clock: Arc<dyn Clock>,
     pub config: Arc<OAuthConfig>,
     pub keys: Arc<keys::KeyRing>,
+    pub clients: Arc<client_cache::ClientCache>,
 }
 
 impl OAuthEngine {
+    /// A client by id, through the per-node cache.
+    pub async fn client(
+        &self,
+        tenant_id: uuid::Uuid,
+        client_id: &str,
+    ) -> tessera_store::StoreResult<Option<Arc<tessera_core::model::Client>>> {
+        self.clients.get(self.store.as_ref(), tenant_id, client_id).await
+    }
+
     /// The issuer identifier of a tenant: `<public URL>/t/<slug>`.
     pub fn issuer(&self, tenant: &Tenant) -> String {
         self.config.issuer(&tenant.slug)

@@ -37,6 +37,7 @@ impl Runtime {
             clock: clock.clone(),
             config: Arc::new(config.tokens.clone()),
             keys: Arc::new(KeyRing::new(master)),
+            clients: Arc::default(),
         };
         let selfservice =
             SelfService { store: store.clone(), clock, hasher: Arc::new(hasher), config: Arc::new(config.selfservice.clone()) };

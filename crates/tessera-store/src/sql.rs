@@ -341,6 +341,40 @@ macro_rules! impl_store {
                     Ok(())
                 }
 
+                /// One multi-row insert for a group-committed batch (see `events.rs`).
+                async fn insert_events(pool: &::sqlx::Pool<$db>, events: &[NewEvent]) -> StoreResult<()> {
+                    let data = events.iter().map(|e| to_json!(e.data)).collect::<StoreResult<Vec<String>>>()?;
+                    retrying!({
+                        let mut builder = ::sqlx::QueryBuilder::<$db>::new(
+                            "INSERT INTO events (id, tenant_id, kind, outcome, reason, occurred_at, user_id, client_id, \
+                             ip, user_agent, data) ",
+                        );
+                        builder.push_values(events.iter().zip(&data), |mut row, (event, data)| {
+                            row.push_bind(event.id)
+                                .push_bind(event.tenant_id)
+                                .push_bind(event.kind.as_str())
+                                .push_bind(event.outcome.as_str())
+                                .push_bind(event.reason.clone())
+                                .push_bind(Self::ts(event.occurred_at))
+                                .push_bind(event.user_id)
+                                .push_bind(event.client_id.clone())
+                                .push_bind(event.ip.clone())
+                                .push_bind(event.user_agent.clone())
+                                .push_bind(data.clone());
+                        });
+                        builder.build().execute(pool).await.map_err(unique_or_db("event_id"))?;
+                        Ok(())
+                    })
+                }
+
+                /// The group-commit writer of this store's pool.
+                pub(crate) fn event_batcher(pool: ::sqlx::Pool<$db>) -> $crate::events::EventBatcher {
+                    $crate::events::EventBatcher::start(move |events| {
+                        let pool = pool.clone();
+                        async move { Self::insert_events(&pool, &events).await }
+                    })
+                }
+
                 async fn insert_grant<'c, E>(executor: E, grant: &Grant) -> StoreResult<()>
                 where
                     E: ::sqlx::Executor<'c, Database = $db>,
@@ -1393,7 +1427,7 @@ macro_rules! impl_store {
             #[::async_trait::async_trait]
             impl EventStore for $store {
                 async fn append_event(&self, event: &NewEvent) -> StoreResult<()> {
-                    retrying!({ Self::insert_event(&self.pool, event).await })
+                    self.events.append(event.clone()).await
                 }
 
                 async fn list_events(&self, tenant_id: Uuid, limit: u32, before: Option<Uuid>) -> StoreResult<Vec<NewEvent>> {

@@ -50,6 +50,7 @@ impl Encode<'_, Sqlite> for SqliteTime {
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    events: crate::events::EventBatcher,
 }
 
 impl SqliteStore {
@@ -78,7 +79,7 @@ impl SqliteStore {
             SqlitePoolOptions::new().max_connections(MAX_CONNECTIONS)
         };
         let pool = pool_options.acquire_timeout(BUSY_TIMEOUT * 2).connect_with(options).await.map_err(db_err)?;
-        Ok(Self { pool })
+        Ok(Self { events: Self::event_batcher(pool.clone()), pool })
     }
 
     const MIGRATIONS: &'static [EmbeddedMigration] = crate::migrations::SQLITE;

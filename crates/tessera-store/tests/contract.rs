@@ -307,6 +307,7 @@ fn new_authorization_request(tenant_id: Uuid) -> AuthorizationRequest {
         id_token_hint_subject: Some(Uuid::now_v7()),
         acr_values: None,
         ui_locales: Some("fr-CA fr en".into()),
+        browser_binding: Some("binding-hash".into()),
         created_at: t0(),
         expires_at: t0() + Duration::minutes(10),
     }

@@ -212,6 +212,9 @@ async fn disabled_customers_and_deleted_clients_get_nothing() {
                 .client(&machine.id);
         app.rt.store.delete_client(app.tenant.id, &machine.id, &event).await.unwrap();
         assert_eq!(app.introspect(&client, &machine_at).await["active"], false, "{db:?}: machine token of a deleted client");
+        // Token-endpoint authentication reads clients through a per-node cache that other nodes
+        // refresh within CLIENT_CACHE_TTL; the node that deletes forgets the client at once.
+        app.rt.oauth.clients.invalidate(app.tenant.id, &machine.id);
         let r = app.token(&machine, &[("grant_type", "client_credentials")]).await;
         assert_eq!((r.status, r.oauth_error().as_str()), (StatusCode::UNAUTHORIZED, "invalid_client"), "{db:?}");
     }
