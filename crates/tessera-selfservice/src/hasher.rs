@@ -1,14 +1,16 @@
-//! Argon2id on a bounded pool. At most `workers` hashes run at once (each holds `m_cost`
-//! KiB), and at most `max_queue` wait; beyond that callers get [`HashError::Overloaded`] at
-//! once, which the web layer answers with 503 + `Retry-After`. A sign-up spike therefore
-//! costs bounded memory and leaves the runtime free for token requests.
+//! Argon2id on a bounded pool. `workers` dedicated threads (one per core by default) each own
+//! one preallocated Argon2 memory area (`m_cost` KiB) that every hash reuses, so hashing never
+//! allocates, never page-faults fresh memory, and the process's memory is bounded by
+//! workers × m_cost whatever the load. At most `max_queue` requests wait for a worker; beyond
+//! that callers get [`HashError::Overloaded`] at once, which the web layer answers with 503 +
+//! `Retry-After`. A sign-up spike therefore leaves the async runtime free for token requests.
 
-use argon2::password_hash::phc::PasswordHash;
-use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Version};
+use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use tokio::sync::Semaphore;
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -51,12 +53,17 @@ pub struct Verification {
     pub needs_rehash: bool,
 }
 
+/// Work for a hashing thread; it receives the thread's memory area.
+type Job = Box<dyn FnOnce(&mut [Block]) + Send>;
+
+const SALT_LEN: usize = 16;
+const OUTPUT_LEN: usize = Params::DEFAULT_OUTPUT_LEN;
+
 pub struct PasswordHasherPool {
     params: Params,
-    permits: Arc<Semaphore>,
+    jobs: SyncSender<Job>,
     workers: usize,
-    waiting: AtomicUsize,
-    max_queue: usize,
+    waiting: Arc<AtomicUsize>,
     /// A hash of a random password, verified against when the account does not exist so that
     /// unknown emails cost the same time as wrong passwords.
     dummy_hash: String,
@@ -64,15 +71,35 @@ pub struct PasswordHasherPool {
 
 impl PasswordHasherPool {
     pub fn new(config: &HashingConfig) -> Result<Self, String> {
-        let params = Params::new(config.memory_kib, config.iterations, config.parallelism, None)
+        let params = Params::new(config.memory_kib, config.iterations, config.parallelism, Some(OUTPUT_LEN))
             .map_err(|e| format!("invalid Argon2 parameters: {e}"))?;
         let workers = if config.workers == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) } else { config.workers };
         let max_queue = if config.max_queue == 0 { workers * 16 } else { config.max_queue };
-        let dummy_hash = argon2(&params)
-            .hash_password(tessera_core::secret::random_token().as_bytes())
-            .map_err(|e| format!("argon2 self-test failed: {e}"))?
-            .to_string();
-        Ok(Self { params, permits: Arc::new(Semaphore::new(workers)), workers, waiting: AtomicUsize::new(0), max_queue, dummy_hash })
+        let (jobs, queue) = sync_channel::<Job>(max_queue);
+        let queue = Arc::new(Mutex::new(queue));
+        let waiting = Arc::new(AtomicUsize::new(0));
+        for n in 0..workers {
+            let queue = queue.clone();
+            let waiting = waiting.clone();
+            let blocks = params.block_count();
+            std::thread::Builder::new()
+                .name(format!("tessera-hash-{n}"))
+                .spawn(move || {
+                    let mut memory = vec![Block::default(); blocks];
+                    loop {
+                        // The pool's sender closes when the pool is dropped; then the thread ends.
+                        let next = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        let Ok(job) = next else { return };
+                        waiting.fetch_sub(1, Ordering::AcqRel);
+                        job(&mut memory);
+                    }
+                })
+                .map_err(|e| format!("cannot start a hashing thread: {e}"))?;
+        }
+        let mut memory = vec![Block::default(); params.block_count()];
+        let dummy_hash = hash_with(&params, tessera_core::secret::random_token().as_bytes(), &mut memory)
+            .map_err(|_| "argon2 self-test failed".to_owned())?;
+        Ok(Self { params, jobs, workers, waiting, dummy_hash })
     }
 
     pub fn workers(&self) -> usize {
@@ -86,7 +113,7 @@ impl PasswordHasherPool {
 
     pub async fn hash(&self, password: String) -> Result<String, HashError> {
         let params = self.params.clone();
-        self.run(move || argon2(&params).hash_password(password.as_bytes()).map(|h| h.to_string()).map_err(|_| HashError::Internal)).await?
+        self.run(move |memory| hash_with(&params, password.as_bytes(), memory)).await?
     }
 
     /// Verifies against `stored`, or against the dummy hash when there is no account, so
@@ -97,40 +124,82 @@ impl PasswordHasherPool {
             None => (self.dummy_hash.clone(), false),
         };
         let params = self.params.clone();
-        self.run(move || {
+        self.run(move |memory| {
             let Ok(parsed) = PasswordHash::new(&phc) else {
                 return Verification { matches: false, needs_rehash: false };
             };
-            let matches = argon2(&params).verify_password(password.as_bytes(), &parsed).is_ok() && real;
+            let matches = verify_with(&parsed, password.as_bytes(), memory) && real;
             let needs_rehash = matches && !same_params(&parsed, &params);
             Verification { matches, needs_rehash }
         })
         .await
     }
 
-    async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, HashError> {
-        // Admission control first: a waiter only holds a small future, but an unbounded queue
-        // would turn a spike into unbounded latency.
-        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_queue {
-            self.waiting.fetch_sub(1, Ordering::AcqRel);
-            metrics::counter!("tessera_password_hash_rejected_total").increment(1);
-            return Err(HashError::Overloaded);
+    async fn run<T: Send + 'static>(&self, work: impl FnOnce(&mut [Block]) -> T + Send + 'static) -> Result<T, HashError> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |memory| {
+            let _ = done.send(work(memory));
+        });
+        // Admission control: a full queue answers at once instead of growing latency.
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        match self.jobs.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.waiting.fetch_sub(1, Ordering::AcqRel);
+                metrics::counter!("tessera_password_hash_rejected_total").increment(1);
+                return Err(HashError::Overloaded);
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.waiting.fetch_sub(1, Ordering::AcqRel);
+                return Err(HashError::Internal);
+            }
         }
         metrics::gauge!("tessera_password_hash_queue_depth").set(self.queue_depth() as f64);
-        let permit = self.permits.clone().acquire_owned().await;
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
-        let permit = permit.map_err(|_| HashError::Internal)?;
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            work()
-        })
-        .await
-        .map_err(|_| HashError::Internal)
+        result.await.map_err(|_| HashError::Internal)
     }
 }
 
-fn argon2(params: &Params) -> Argon2<'static> {
+/// Hashes with a fresh random salt into the caller's memory area; returns the PHC string.
+fn hash_with(params: &Params, password: &[u8], memory: &mut [Block]) -> Result<String, HashError> {
+    let mut salt = [0u8; SALT_LEN];
+    rand::fill(&mut salt);
+    let mut out = [0u8; OUTPUT_LEN];
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
+        .hash_password_into_with_memory(password, &salt, &mut out, &mut memory[..params.block_count()])
+        .map_err(|_| HashError::Internal)?;
+    let phc = PasswordHash {
+        algorithm: argon2::ARGON2ID_IDENT,
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(params).map_err(|_| HashError::Internal)?,
+        salt: Some(Salt::new(&salt).map_err(|_| HashError::Internal)?),
+        hash: Some(Output::new(&out).map_err(|_| HashError::Internal)?),
+    };
+    Ok(phc.to_string())
+}
+
+/// Recomputes a stored hash with its own parameters (older hashes may differ from today's)
+/// and compares the outputs in constant time.
+fn verify_with(stored: &PasswordHash, password: &[u8], memory: &mut [Block]) -> bool {
+    let (Ok(algorithm), Ok(params), Some(salt), Some(expected)) =
+        (Algorithm::try_from(stored.algorithm.as_str()), Params::try_from(stored), stored.salt.as_ref(), stored.hash.as_ref())
+    else {
+        return false;
+    };
+    let Ok(version) = Version::try_from(stored.version.unwrap_or(0x13)) else { return false };
+    let needed = params.block_count();
+    let mut larger;
+    let blocks = if needed <= memory.len() {
+        &mut memory[..needed]
+    } else {
+        // A hash made with more memory than today's setting: allocate once for it.
+        larger = vec![Block::default(); needed];
+        &mut larger[..]
+    };
+    let mut out = vec![0u8; expected.len()];
+    if Argon2::new(algorithm, version, params).hash_password_into_with_memory(password, salt.as_ref(), &mut out, blocks).is_err() {
+        return false;
+    }
+    Output::new(&out).is_ok_and(|computed| computed == *expected)
 }
 
 fn same_params(hash: &PasswordHash, params: &Params) -> bool {
@@ -162,6 +231,25 @@ mod tests {
             .expect("pool");
         let old = stronger.verify("correct horse".into(), Some(hash)).await.expect("verify");
         assert_eq!(old, Verification { matches: true, needs_rehash: true });
+    }
+
+    #[tokio::test]
+    async fn hashes_interoperate_with_the_argon2_crate() {
+        use argon2::{PasswordHasher, PasswordVerifier};
+        let pool = small(1, 4);
+        let ours = pool.hash("pässword 🔑".into()).await.expect("hash");
+        let parsed = PasswordHash::new(&ours).expect("standard PHC string");
+        Argon2::default().verify_password("pässword 🔑".as_bytes(), &parsed).expect("the argon2 crate verifies our hash");
+        let params = Params::new(96, 1, 1, None).expect("params");
+        let theirs = Argon2::new(Algorithm::Argon2id, Version::V0x13, params).hash_password(b"their password").expect("hash").to_string();
+        let checked = pool.verify("their password".into(), Some(theirs.clone())).await.expect("verify");
+        assert_eq!(
+            checked,
+            Verification { matches: true, needs_rehash: true },
+            "a hash of other parameters verifies and asks for a rehash"
+        );
+        assert!(!pool.verify("other password".into(), Some(theirs)).await.expect("verify").matches);
+        assert!(!pool.verify("x".into(), Some("$argon2id$garbage".into())).await.expect("verify").matches);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
