@@ -1,0 +1,243 @@
+//! The load generators. An *operation* is one scenario step (one HTTP request, or a whole
+//! browser journey); its latency is recorded into a [`Histogram`] and its outcome counted.
+//!
+//! - [`closed_loop`]: `concurrency` virtual users, each sending its next operation as soon as
+//!   the previous one answered (finds peak throughput);
+//! - [`open_loop`]: operations started on a fixed schedule whatever the answers, latency
+//!   measured from the *scheduled* start so a stalled server cannot hide its queue
+//!   (coordinated omission), with a bound on operations in flight.
+//!
+//! Every loop stops at a deadline **and** at a maximum operation count; each request has its
+//! own timeout ([`crate::http::REQUEST_TIMEOUT`]), so no loop can run away.
+
+use crate::histogram::Histogram;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, MissedTickBehavior};
+
+/// Why an operation did not succeed.
+#[derive(Debug, Clone)]
+pub struct OpError {
+    /// The HTTP status that broke the journey; `None` for transport errors and bad bodies.
+    pub status: Option<u16>,
+    pub detail: String,
+}
+
+impl OpError {
+    pub fn status(status: u16, detail: impl Into<String>) -> Self {
+        Self { status: Some(status), detail: detail.into() }
+    }
+
+    pub fn other(detail: impl Into<String>) -> Self {
+        Self { status: None, detail: detail.into() }
+    }
+}
+
+impl From<anyhow::Error> for OpError {
+    fn from(e: anyhow::Error) -> Self {
+        Self::other(format!("{e:#}"))
+    }
+}
+
+pub type OpResult = Result<(), OpError>;
+pub type OpFuture = Pin<Box<dyn Future<Output = OpResult> + Send>>;
+/// An operation: given the virtual user and the operation's sequence number.
+pub type Op = Arc<dyn Fn(usize, u64) -> OpFuture + Send + Sync>;
+
+/// When a loop stops: whichever comes first.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub duration: Duration,
+    pub max_ops: u64,
+}
+
+/// What a loop measured. Latencies are of successful operations only.
+#[derive(Clone, Default)]
+pub struct LoadStats {
+    pub latency: Histogram,
+    pub ok: u64,
+    pub s2xx: u64,
+    pub s3xx: u64,
+    pub s4xx: u64,
+    pub s5xx: u64,
+    pub transport: u64,
+    /// Open loop only: scheduled operations skipped because too many were in flight.
+    pub dropped: u64,
+    pub elapsed: Duration,
+    pub first_error: Option<String>,
+}
+
+impl LoadStats {
+    pub fn record(&mut self, result: &OpResult, latency: Duration) {
+        match result {
+            Ok(()) => {
+                self.ok += 1;
+                self.latency.record(latency);
+            }
+            Err(e) => {
+                match e.status {
+                    Some(200..=299) => self.s2xx += 1,
+                    Some(300..=399) => self.s3xx += 1,
+                    Some(400..=499) => self.s4xx += 1,
+                    Some(500..=599) => self.s5xx += 1,
+                    _ => self.transport += 1,
+                }
+                if self.first_error.is_none() {
+                    self.first_error = Some(match e.status {
+                        Some(s) => format!("HTTP {s}: {}", e.detail),
+                        None => e.detail.clone(),
+                    });
+                }
+            }
+        }
+    }
+
+    pub fn merge(&mut self, other: &LoadStats) {
+        self.latency.merge(&other.latency);
+        self.ok += other.ok;
+        self.s2xx += other.s2xx;
+        self.s3xx += other.s3xx;
+        self.s4xx += other.s4xx;
+        self.s5xx += other.s5xx;
+        self.transport += other.transport;
+        self.dropped += other.dropped;
+        if self.first_error.is_none() {
+            self.first_error.clone_from(&other.first_error);
+        }
+    }
+
+    pub fn errors(&self) -> u64 {
+        self.s2xx + self.s3xx + self.s4xx + self.s5xx + self.transport
+    }
+
+    /// Successful operations per second.
+    pub fn throughput(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs > 0.0 { self.ok as f64 / secs } else { 0.0 }
+    }
+}
+
+/// `concurrency` virtual users, each running `op` back to back until the limits.
+pub async fn closed_loop(concurrency: usize, limits: Limits, op: Op) -> LoadStats {
+    let started = Instant::now();
+    let deadline = started + limits.duration;
+    let issued = Arc::new(AtomicU64::new(0));
+    let mut users = JoinSet::new();
+    for vu in 0..concurrency.max(1) {
+        let op = op.clone();
+        let issued = issued.clone();
+        users.spawn(async move {
+            let mut stats = LoadStats::default();
+            loop {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                let n = issued.fetch_add(1, Ordering::Relaxed);
+                if n >= limits.max_ops {
+                    break;
+                }
+                let t0 = Instant::now();
+                let result = op(vu, n).await;
+                stats.record(&result, t0.elapsed());
+            }
+            stats
+        });
+    }
+    let mut total = LoadStats::default();
+    while let Some(joined) = users.join_next().await {
+        match joined {
+            Ok(stats) => total.merge(&stats),
+            Err(e) => total.record(&Err(OpError::other(format!("virtual user panicked: {e}"))), Duration::ZERO),
+        }
+    }
+    total.elapsed = started.elapsed();
+    total
+}
+
+/// Starts `op` `rate` times per second on a fixed schedule until the limits, with at most
+/// `max_in_flight` running (further starts are counted as dropped). Latency runs from the
+/// scheduled start. `vus` is how many virtual-user slots `op` is given, round robin.
+pub async fn open_loop(rate: f64, max_in_flight: usize, vus: usize, limits: Limits, op: Op) -> LoadStats {
+    let period = Duration::from_secs_f64(1.0 / rate.max(0.001));
+    let started = Instant::now();
+    let deadline = started + limits.duration;
+    let mut ticker = tokio::time::interval_at(started, period);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
+    let slots = Arc::new(Semaphore::new(max_in_flight.max(1)));
+    let mut running: JoinSet<(OpResult, Duration)> = JoinSet::new();
+    let mut total = LoadStats::default();
+    let mut n: u64 = 0;
+    loop {
+        let scheduled = ticker.tick().await;
+        if scheduled >= deadline || n >= limits.max_ops {
+            break;
+        }
+        match slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let op = op.clone();
+                let vu = (n % vus.max(1) as u64) as usize;
+                running.spawn(async move {
+                    let result = op(vu, n).await;
+                    drop(permit);
+                    (result, scheduled.elapsed())
+                });
+            }
+            Err(_) => total.dropped += 1,
+        }
+        n += 1;
+        while let Some(done) = running.try_join_next() {
+            collect(&mut total, done);
+        }
+    }
+    while let Some(done) = running.join_next().await {
+        collect(&mut total, done);
+    }
+    total.elapsed = started.elapsed();
+    total
+}
+
+fn collect(total: &mut LoadStats, done: Result<(OpResult, Duration), tokio::task::JoinError>) {
+    match done {
+        Ok((result, latency)) => total.record(&result, latency),
+        Err(e) => total.record(&Err(OpError::other(format!("operation panicked: {e}"))), Duration::ZERO),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op_sleeping(ms: u64, fail_every: u64) -> Op {
+        Arc::new(move |_vu, n| {
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                if fail_every > 0 && n % fail_every == 0 { Err(OpError::status(503, "busy")) } else { Ok(()) }
+            })
+        })
+    }
+
+    #[tokio::test]
+    async fn closed_loop_stops_at_the_count() {
+        let stats = closed_loop(4, Limits { duration: Duration::from_secs(10), max_ops: 40 }, op_sleeping(1, 10)).await;
+        assert_eq!(stats.ok + stats.errors(), 40);
+        assert_eq!(stats.s5xx, 4);
+        assert!(stats.elapsed < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn open_loop_keeps_its_schedule_and_bounds() {
+        let limits = Limits { duration: Duration::from_millis(500), max_ops: 1_000_000 };
+        let stats = open_loop(200.0, 1000, 4, limits, op_sleeping(2, 0)).await;
+        let started = stats.ok + stats.dropped;
+        assert!((80..=120).contains(&started), "started {started}");
+        assert!(stats.latency.quantile_ms(0.5).expect("p50") >= 2.0);
+        // One slot and slow operations: most starts are dropped, never queued.
+        let stats = open_loop(200.0, 1, 1, limits, op_sleeping(50, 0)).await;
+        assert!(stats.dropped > stats.ok, "{} dropped, {} ok", stats.dropped, stats.ok);
+    }
+}
