@@ -63,6 +63,7 @@ pub struct PasswordHasherPool {
     params: Params,
     jobs: SyncSender<Job>,
     workers: usize,
+    max_queue: usize,
     waiting: Arc<AtomicUsize>,
     /// A hash of a random password, verified against when the account does not exist so that
     /// unknown emails cost the same time as wrong passwords.
@@ -99,11 +100,17 @@ impl PasswordHasherPool {
         let mut memory = vec![Block::default(); params.block_count()];
         let dummy_hash = hash_with(&params, tessera_core::secret::random_token().as_bytes(), &mut memory)
             .map_err(|_| "argon2 self-test failed".to_owned())?;
-        Ok(Self { params, jobs, workers, waiting, dummy_hash })
+        Ok(Self { params, jobs, workers, max_queue, waiting, dummy_hash })
     }
 
     pub fn workers(&self) -> usize {
         self.workers
+    }
+
+    /// True when a new request would be turned away: callers check this before doing any
+    /// other work, so that a spike's rejected requests cost almost nothing.
+    pub fn is_saturated(&self) -> bool {
+        self.queue_depth() >= self.max_queue
     }
 
     /// Requests waiting for a worker right now (exported as a metric).

@@ -263,6 +263,10 @@ pub async fn login_submit(
         Ok(t) => t,
         Err(r) => return r,
     };
+    // Turn a spike away before any database work (see PasswordHasherPool::is_saturated).
+    if state.selfservice.hasher.is_saturated() {
+        return busy_page(&state.pages, &Brand::of(&tenant));
+    }
     let form = parse_form(&body).unwrap_or_default();
     let (flow, csrf) = match submitted_flow(&state, &tenant, FlowKind::Login, q.flow, &form, &headers).await {
         Ok(f) => f,
@@ -299,6 +303,10 @@ pub async fn registration_submit(
         Ok(t) => t,
         Err(r) => return r,
     };
+    // Turn a spike away before any database work (see PasswordHasherPool::is_saturated).
+    if state.selfservice.hasher.is_saturated() {
+        return busy_page(&state.pages, &Brand::of(&tenant));
+    }
     let form = parse_form(&body).unwrap_or_default();
     let (flow, csrf) = match submitted_flow(&state, &tenant, FlowKind::Registration, q.flow, &form, &headers).await {
         Ok(f) => f,
