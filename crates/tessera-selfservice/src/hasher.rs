@@ -10,7 +10,7 @@ use argon2::{Algorithm, Argon2, Block, Params, Version};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -66,8 +66,8 @@ pub struct PasswordHasherPool {
     max_queue: usize,
     waiting: Arc<AtomicUsize>,
     /// A hash of a random password, verified against when the account does not exist so that
-    /// unknown emails cost the same time as wrong passwords.
-    dummy_hash: String,
+    /// unknown emails cost the same time as wrong passwords. Made by the first verification.
+    dummy_hash: Arc<OnceLock<String>>,
 }
 
 impl PasswordHasherPool {
@@ -86,21 +86,22 @@ impl PasswordHasherPool {
             std::thread::Builder::new()
                 .name(format!("tessera-hash-{n}"))
                 .spawn(move || {
-                    let mut memory = vec![Block::default(); blocks];
+                    // Allocated at the first hash, not at start: an idle server stays small.
+                    let mut memory: Vec<Block> = Vec::new();
                     loop {
                         // The pool's sender closes when the pool is dropped; then the thread ends.
                         let next = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
                         let Ok(job) = next else { return };
                         waiting.fetch_sub(1, Ordering::AcqRel);
+                        if memory.is_empty() {
+                            memory = vec![Block::default(); blocks];
+                        }
                         job(&mut memory);
                     }
                 })
                 .map_err(|e| format!("cannot start a hashing thread: {e}"))?;
         }
-        let mut memory = vec![Block::default(); params.block_count()];
-        let dummy_hash = hash_with(&params, tessera_core::secret::random_token().as_bytes(), &mut memory)
-            .map_err(|_| "argon2 self-test failed".to_owned())?;
-        Ok(Self { params, jobs, workers, max_queue, waiting, dummy_hash })
+        Ok(Self { params, jobs, workers, max_queue, waiting, dummy_hash: Arc::new(OnceLock::new()) })
     }
 
     pub fn workers(&self) -> usize {
@@ -126,12 +127,17 @@ impl PasswordHasherPool {
     /// Verifies against `stored`, or against the dummy hash when there is no account, so
     /// both paths take the same time.
     pub async fn verify(&self, password: String, stored: Option<String>) -> Result<Verification, HashError> {
-        let (phc, real) = match stored {
-            Some(h) => (h, true),
-            None => (self.dummy_hash.clone(), false),
-        };
         let params = self.params.clone();
+        let dummy = self.dummy_hash.clone();
         self.run(move |memory| {
+            let (phc, real) = match stored {
+                Some(h) => (h, true),
+                None => {
+                    let dummy = dummy
+                        .get_or_init(|| hash_with(&params, tessera_core::secret::random_token().as_bytes(), memory).unwrap_or_default());
+                    (dummy.clone(), false)
+                }
+            };
             let Ok(parsed) = PasswordHash::new(&phc) else {
                 return Verification { matches: false, needs_rehash: false };
             };
