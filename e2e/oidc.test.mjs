@@ -523,8 +523,14 @@ scenario('2. sign-up (prompt=create), consent, code + PKCE, ID token and userinf
   // Consent for a third-party (dynamically registered) client.
   await expectVisible(page, ui.allow(page), 'consent page after sign-up: the "Allow" button');
   await expectVisible(page, ui.deny(page), 'consent page after sign-up: the "Deny" button');
+  // The redirect back to the client is a 303 (See Other) answering the consent form's POST.
+  const redirectBack = page.waitForResponse((r) => (r.headers().location || '').startsWith(callbackUrl), { timeout: BROWSER_WAIT }).catch(() => null);
   await ui.allow(page).click();
   const cb = await waitForUrlPrefix(page, callbackUrl, 'after "Allow"');
+  const redirect = await redirectBack;
+  assert.ok(redirect, 'after "Allow": no response redirected to the callback');
+  assert.equal(redirect.status(), 303, `after "Allow": the redirect to the client is ${redirect.status()}, not 303`);
+  assert.equal(redirect.request().method(), 'POST', 'after "Allow": the consent is submitted with POST');
 
   const tokens = await redeem(config, req, cb, 'sign-up');
   const claims = tokens.claims();

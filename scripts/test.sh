@@ -3,7 +3,8 @@
 #
 #   1. the Rust tests of the whole workspace (cargo test --workspace --all-targets),
 #      with a fresh PostgreSQL database for the store tests when PostgreSQL answers at 127.0.0.1:5432;
-#   2. the `tessera` binary (cargo build -p tessera-server);
+#   2. the `tessera` binary (cargo build -p tessera-server), and a smoke run of the benchmark
+#      harness (tessera-bench --quick);
 #   3. the end-to-end suite (e2e/: openid-client + headless Chromium against the running binary),
 #      once on SQLite and once on PostgreSQL.
 #
@@ -135,6 +136,16 @@ TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | node -e 'let s="";pr
 export TESSERA_BIN="$TARGET_DIR/debug/tessera"
 [[ -x "$TESSERA_BIN" ]] || die "the build produced no binary at $TESSERA_BIN"
 note "binary: $TESSERA_BIN"
+
+# ---------------------------------------------------------------------------------------------
+section "Benchmark harness smoke run (tessera-bench --quick)"
+
+# Keeps the harness from rotting: it must run every scenario and print its table. Speed is
+# not asserted here (docs/benchmarks.md has the measured figures and how to reproduce them).
+BENCH_REPORT="$(mktemp)"
+cargo run -q -p tessera-bench -- --quick --install-peer --tessera "$TESSERA_BIN" --out "$BENCH_REPORT"
+grep -q '^| Scenario | System' "$BENCH_REPORT" || die "the benchmark harness printed no result table"
+rm -f "$BENCH_REPORT"
 
 # ---------------------------------------------------------------------------------------------
 # The e2e suite, once per database; its exit status is remembered, both runs happen.
