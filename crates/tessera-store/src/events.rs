@@ -15,7 +15,24 @@ const MAX_BATCH: usize = 512;
 /// Appends waiting beyond this apply back-pressure to their callers.
 const QUEUE_CAPACITY: usize = 8192;
 
-type Ack = oneshot::Sender<Result<(), String>>;
+/// What a caller learns: a cloneable copy of the store's error (one outcome may be sent to
+/// many callers).
+#[derive(Debug, Clone)]
+enum Failure {
+    Conflict(&'static str),
+    Other(String),
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(what) => Self::Conflict(what),
+            other => Self::Other(other.to_string()),
+        }
+    }
+}
+
+type Ack = oneshot::Sender<Result<(), Failure>>;
 
 #[derive(Debug, Clone)]
 pub(crate) struct EventBatcher {
@@ -29,6 +46,7 @@ impl EventBatcher {
         F: Fn(Vec<NewEvent>) -> Fut + Send + 'static,
         Fut: Future<Output = StoreResult<()>> + Send,
     {
+        // One bad event must not fail its neighbours: a failed batch is retried one by one.
         let (queue, mut pending) = mpsc::channel::<(NewEvent, Ack)>(QUEUE_CAPACITY);
         tokio::spawn(async move {
             while let Some(first) = pending.recv().await {
@@ -40,10 +58,24 @@ impl EventBatcher {
                     }
                 }
                 let (events, acks): (Vec<NewEvent>, Vec<Ack>) = batch.into_iter().unzip();
-                let outcome = flush(events).await.map_err(|e| e.to_string());
-                for ack in acks {
-                    // A caller that gave up (its request was cancelled) no longer listens.
-                    let _ = ack.send(outcome.clone());
+                let singles = events.len() > 1;
+                match flush(events.clone()).await {
+                    Ok(()) => {
+                        for ack in acks {
+                            // A caller that gave up (its request was cancelled) no longer listens.
+                            let _ = ack.send(Ok(()));
+                        }
+                    }
+                    Err(e) if !singles => {
+                        if let Some(ack) = acks.into_iter().next() {
+                            let _ = ack.send(Err(Failure::from(e)));
+                        }
+                    }
+                    Err(_) => {
+                        for (event, ack) in events.into_iter().zip(acks) {
+                            let _ = ack.send(flush(vec![event]).await.map_err(Failure::from));
+                        }
+                    }
                 }
             }
         });
@@ -55,6 +87,9 @@ impl EventBatcher {
         let (ack, done) = oneshot::channel();
         let stopped = || StoreError::Database("the event writer has stopped".into());
         self.queue.send((event, ack)).await.map_err(|_| stopped())?;
-        done.await.map_err(|_| stopped())?.map_err(|message| StoreError::Database(message.into()))
+        done.await.map_err(|_| stopped())?.map_err(|failure| match failure {
+            Failure::Conflict(what) => StoreError::Conflict(what),
+            Failure::Other(message) => StoreError::Database(message.into()),
+        })
     }
 }

@@ -177,6 +177,7 @@ contract![
     signing_keys_rotate,
     concurrent_key_rotations_leave_one_active_key,
     events_are_listed_newest_first_with_paging,
+    concurrent_event_appends_are_all_stored_once,
     disabling_a_user_ends_sessions_and_revokes_grants,
     sessions_end_once,
     flows_and_authorization_requests_complete_once,
@@ -1076,6 +1077,27 @@ async fn events_are_listed_newest_first_with_paging(db: TestDb) {
 
     let duplicate = store.append_event(&all[0]).await;
     assert!(matches!(duplicate, Err(StoreError::Conflict(_))), "{duplicate:?}");
+}
+
+/// Appends are group-committed (several callers share one insert): each caller still learns
+/// its own outcome, and a duplicate among them fails alone.
+async fn concurrent_event_appends_are_all_stored_once(db: TestDb) {
+    let store = db.open().await;
+    let t = create_tenant(&store, "acme").await.id;
+    let first = event(t, EventKind::SignIn);
+    store.append_event(&first).await.expect("first");
+    let results = futures_join_all((0..300).map(|i| {
+        let store = store.clone();
+        let e = if i == 150 { first.clone() } else { event(t, EventKind::TokenIssued).data(json!({ "n": i })) };
+        async move { store.append_event(&e).await }
+    }))
+    .await;
+    let failed: Vec<_> = results.iter().enumerate().filter(|(_, r)| r.is_err()).map(|(i, _)| i).collect();
+    assert_eq!(failed, vec![150], "only the duplicate fails: {:?}", results.iter().filter(|r| r.is_err()).collect::<Vec<_>>());
+    assert!(matches!(results[150], Err(StoreError::Conflict(_))));
+    let kinds = event_kinds(&store, t).await;
+    assert_eq!(count(&kinds, EventKind::TokenIssued), 299);
+    assert_eq!(count(&kinds, EventKind::SignIn), 1);
 }
 
 // ---------------------------------------------------------------------------------------------
