@@ -442,7 +442,8 @@ macro_rules! impl_store {
 
                 /// Creates the bookkeeping table. On PostgreSQL two nodes running `CREATE TABLE IF
                 /// NOT EXISTS` at the same instant can both miss the table and one then fails on the
-                /// catalog's unique index; running it again then finds the table.
+                /// catalog's unique index (23505, 42P07, or 42710 for the table's row type); running
+                /// it again then finds the table.
                 async fn create_migration_table(&self) -> StoreResult<()> {
                     let mut attempt = 0;
                     loop {
@@ -453,7 +454,7 @@ macro_rules! impl_store {
                         match result {
                             Err(e)
                                 if attempt < 3
-                                    && matches!($crate::sql::error_code(&e).as_deref(), Some("23505" | "42P07")) =>
+                                    && matches!($crate::sql::error_code(&e).as_deref(), Some("23505" | "42P07" | "42710")) =>
                             {
                                 attempt += 1;
                                 $crate::sql::backoff(attempt).await;
