@@ -90,6 +90,7 @@ pub struct NewEvent {
     pub outcome: Outcome,
     /// Why a failure failed (`invalid_credentials`, `account_disabled`, …).
     pub reason: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
     pub occurred_at: OffsetDateTime,
     pub user_id: Option<Uuid>,
     pub client_id: Option<String>,

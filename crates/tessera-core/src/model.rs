@@ -12,6 +12,7 @@ pub struct Tenant {
     pub slug: String,
     pub name: String,
     pub branding: Branding,
+    #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
 }
 
@@ -41,7 +42,9 @@ pub struct User {
     pub given_name: Option<String>,
     pub family_name: Option<String>,
     pub disabled: bool,
+    #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
 }
 
@@ -77,6 +80,7 @@ pub struct Client {
     pub public: bool,
     /// `RS256` (default), `ES256` or `EdDSA`.
     pub id_token_signed_response_alg: String,
+    #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
 }
 
@@ -93,13 +97,18 @@ pub struct Session {
     pub tenant_id: Uuid,
     pub token_hash: String,
     pub user_id: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
     pub auth_time: OffsetDateTime,
     /// Authentication methods references (RFC 8176), e.g. `pwd`.
     pub amr: Vec<String>,
+    #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
     pub last_seen_at: OffsetDateTime,
     /// Absolute end of the session, whatever its activity.
+    #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
+    #[serde(default, with = "time::serde::rfc3339::option")]
     pub ended_at: Option<OffsetDateTime>,
 }
 
@@ -140,7 +149,9 @@ pub struct Flow {
     pub authorization_request_id: Option<Uuid>,
     /// Pre-filled identifier (`login_hint`).
     pub login_hint: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
 }
 
@@ -168,7 +179,9 @@ pub struct AuthorizationRequest {
     /// continue it, so a request id planted by an attacker is worthless elsewhere.
     #[serde(default)]
     pub browser_binding: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
 }
 
@@ -190,11 +203,15 @@ pub struct AuthorizationCode {
     pub scope: Scopes,
     pub nonce: Option<String>,
     pub code_challenge: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
     pub auth_time: OffsetDateTime,
     pub amr: Vec<String>,
+    #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
     /// Set by the one successful redemption.
+    #[serde(default, with = "time::serde::rfc3339::option")]
     pub used_at: Option<OffsetDateTime>,
     /// The grant the redemption created; revoked when the code is replayed.
     pub grant_id: Option<Uuid>,
@@ -211,12 +228,16 @@ pub struct Grant {
     pub user_id: Option<Uuid>,
     pub session_id: Option<Uuid>,
     pub scope: Scopes,
+    #[serde(default, with = "time::serde::rfc3339::option")]
     pub auth_time: Option<OffsetDateTime>,
     pub amr: Vec<String>,
     pub nonce: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     /// Absolute end of the refresh-token family.
+    #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
+    #[serde(default, with = "time::serde::rfc3339::option")]
     pub revoked_at: Option<OffsetDateTime>,
 }
 
@@ -232,8 +253,10 @@ pub struct RefreshToken {
     pub token_hash: String,
     pub tenant_id: Uuid,
     pub grant_id: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     /// Set when this token was exchanged for its successor.
+    #[serde(default, with = "time::serde::rfc3339::option")]
     pub rotated_at: Option<OffsetDateTime>,
 }
 
@@ -244,6 +267,7 @@ pub struct Consent {
     pub user_id: Uuid,
     pub client_id: String,
     pub scopes: Scopes,
+    #[serde(with = "time::serde::rfc3339")]
     pub granted_at: OffsetDateTime,
 }
 
@@ -289,8 +313,10 @@ pub struct SigningKey {
     #[serde(skip_serializing)]
     pub private_key_encrypted: Vec<u8>,
     pub public_jwk: serde_json::Value,
+    #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     /// For retired keys: when the last token it signed expires.
+    #[serde(default, with = "time::serde::rfc3339::option")]
     pub publish_until: Option<OffsetDateTime>,
 }
 
@@ -299,6 +325,8 @@ pub struct SigningKey {
 pub struct InitialAccessToken {
     pub token_hash: String,
     pub tenant_id: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
 }

@@ -30,10 +30,12 @@ pub enum TenantCommand {
         #[command(flatten)]
         out: JsonFlag,
     },
+    /// Every tenant with its issuer.
     List {
         #[command(flatten)]
         out: JsonFlag,
     },
+    /// One tenant.
     Show {
         slug: String,
         #[command(flatten)]
@@ -109,12 +111,14 @@ pub enum ClientCommand {
         #[command(flatten)]
         out: JsonFlag,
     },
+    /// The tenant's applications.
     List {
         #[arg(long, default_value = "default")]
         tenant: String,
         #[command(flatten)]
         out: JsonFlag,
     },
+    /// One application's settings.
     Show {
         #[arg(long, default_value = "default")]
         tenant: String,
@@ -122,6 +126,7 @@ pub enum ClientCommand {
         #[command(flatten)]
         out: JsonFlag,
     },
+    /// Delete an application; its tokens stop working.
     Delete {
         #[arg(long, default_value = "default")]
         tenant: String,
@@ -136,6 +141,7 @@ pub enum ClientCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum RegistrationTokenCommand {
+    /// Issue a token (valid one day) for RFC 7591 dynamic registration.
     Create {
         #[arg(long, default_value = "default")]
         tenant: String,
@@ -146,6 +152,7 @@ pub enum RegistrationTokenCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
+    /// Create a customer with a password.
     Create {
         #[arg(long, default_value = "default")]
         tenant: String,
@@ -175,6 +182,7 @@ pub enum UserCommand {
         #[command(flatten)]
         out: JsonFlag,
     },
+    /// Customers, newest first.
     List {
         #[arg(long, default_value = "default")]
         tenant: String,
@@ -183,6 +191,7 @@ pub enum UserCommand {
         #[command(flatten)]
         out: JsonFlag,
     },
+    /// One customer.
     Show {
         #[arg(long, default_value = "default")]
         tenant: String,
@@ -191,6 +200,7 @@ pub enum UserCommand {
         #[command(flatten)]
         out: JsonFlag,
     },
+    /// Block sign-in; ends sessions and revokes tokens.
     Disable {
         #[arg(long, default_value = "default")]
         tenant: String,
@@ -198,6 +208,7 @@ pub enum UserCommand {
         #[command(flatten)]
         out: JsonFlag,
     },
+    /// Allow sign-in again.
     Enable {
         #[arg(long, default_value = "default")]
         tenant: String,
@@ -209,6 +220,7 @@ pub enum UserCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
+    /// Every key with its algorithm and status (next, active, retired).
     List {
         #[arg(long, default_value = "default")]
         tenant: String,
@@ -222,6 +234,9 @@ pub enum KeysCommand {
         /// Only this algorithm (default: all).
         #[arg(long)]
         alg: Option<String>,
+        /// Rotate even if the next key was published moments ago.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         out: JsonFlag,
     },
@@ -515,8 +530,18 @@ pub async fn keys_command(rt: &Runtime, cmd: KeysCommand) -> anyhow::Result<()> 
                 keys.iter().map(|k| format!("{}\t{}\t{}", k.alg, k.status.as_str(), k.kid)).collect::<Vec<_>>().join("\n")
             });
         }
-        KeysCommand::Rotate { tenant: slug, alg, out } => {
+        KeysCommand::Rotate { tenant: slug, alg, force, out } => {
             let t = tenant(rt, &slug).await?;
+            // Relying parties cache the JWKS (we say max-age 60 s) and nodes cache keys for 30 s:
+            // a next key younger than that may be unknown to a verifier when it starts signing.
+            let min_age = time::Duration::minutes(2);
+            let now = rt.oauth.clock.now();
+            let young = rt.store.list_signing_keys(t.id).await?.into_iter().any(|k| {
+                k.status == tessera_core::model::KeyStatus::Next && alg.as_ref().is_none_or(|a| *a == k.alg) && now - k.created_at < min_age
+            });
+            if young && !force {
+                bail!("the next key was published less than 2 minutes ago; verifiers may not know it yet (wait, or pass --force)");
+            }
             let algs: Vec<String> = match alg {
                 Some(a) => vec![a],
                 None => tessera_oauth::keys::SUPPORTED_ALGS.iter().map(|s| (*s).to_owned()).collect(),

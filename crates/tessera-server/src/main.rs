@@ -39,23 +39,30 @@ enum Command {
     },
     /// Apply database migrations and exit.
     Migrate,
+    /// Tenants (brands): each has its own customers, apps, keys and issuer.
     #[command(subcommand)]
     Tenant(TenantCommand),
+    /// Applications (OAuth clients) of a tenant.
     #[command(subcommand)]
     Client(ClientCommand),
+    /// Customers of a tenant.
     #[command(subcommand)]
     User(UserCommand),
+    /// Customers' consents to third-party applications.
     #[command(subcommand)]
     Consent(ConsentCommand),
+    /// A tenant's signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// The event log (sign-ups, sign-ins, tokens, changes).
     #[command(subcommand)]
     Events(EventsCommand),
 }
 
 fn init_logging(json: bool) {
     let filter = EnvFilter::try_from_env("TESSERA_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let colours = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colours);
     if json {
         builder.json().init();
     } else {
@@ -117,6 +124,8 @@ async fn serve(rt: Runtime) -> anyhow::Result<()> {
     let janitor = tokio::spawn(housekeeping(rt.clone()));
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(shutdown_signal()).await?;
     janitor.abort();
+    // Closing the pool lets SQLite checkpoint its write-ahead log into the database file.
+    rt.store.close().await;
     tracing::info!("shut down cleanly");
     Ok(())
 }

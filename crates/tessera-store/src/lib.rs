@@ -227,6 +227,8 @@ pub trait Maintenance {
     async fn ping(&self) -> StoreResult<()>;
     /// Deletes expired flows, authorization requests, codes and ended sessions.
     async fn delete_expired(&self, now: OffsetDateTime) -> StoreResult<u64>;
+    /// Closes the connections (at shutdown; SQLite then checkpoints its write-ahead log).
+    async fn close(&self);
 }
 
 /// Everything Tessera stores.

@@ -1512,6 +1512,10 @@ macro_rules! impl_store {
                     Ok(())
                 }
 
+                async fn close(&self) {
+                    self.pool.close().await;
+                }
+
                 async fn delete_expired(&self, now: OffsetDateTime) -> StoreResult<u64> {
                     // The sweep covers every tenant, so these are the statements without a
                     // tenant filter; each is its own short transaction so that a large backlog
