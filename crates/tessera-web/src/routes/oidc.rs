@@ -140,55 +140,50 @@ pub async fn userinfo_post(State(state): State<AppState>, Path(slug): Path<Strin
     userinfo(state, slug, token).await
 }
 
+/// A client's request about one token (introspection, revocation): the tenant, the
+/// authenticated client, whether it used Basic, and the `token` parameter.
+struct TokenRequest {
+    tenant: Arc<Tenant>,
+    client: Client,
+    used_basic: bool,
+    token: String,
+}
+
+async fn token_request(state: &AppState, slug: &str, headers: &HeaderMap, body: &[u8]) -> Result<TokenRequest, Response> {
+    let tenant = tenant(state, slug).await?;
+    let mut form = parse_form(body).map_err(|e| oauth_error(&e, false))?;
+    let (client, used_basic) = authenticated_client(state, &tenant, headers, &mut form).await?;
+    let token = form.remove("token").ok_or_else(|| oauth_error(&OAuthError::invalid_request("token is missing"), used_basic))?;
+    Ok(TokenRequest { tenant, client, used_basic, token })
+}
+
 pub async fn introspect(State(state): State<AppState>, Path(slug): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
-    let t = match tenant(&state, &slug).await {
-        Ok(t) => t,
-        Err(r) => return r,
+    let r = match token_request(&state, &slug, &headers, &body).await {
+        Ok(r) => r,
+        Err(response) => return response,
     };
-    let mut form = match parse_form(&body) {
-        Ok(f) => f,
-        Err(e) => return oauth_error(&e, false),
-    };
-    let (client, used_basic) = match authenticated_client(&state, &t, &headers, &mut form).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let Some(token) = form.remove("token") else {
-        return oauth_error(&OAuthError::invalid_request("token is missing"), used_basic);
-    };
-    match introspection::introspect(&state.oauth, &t, &client, &token).await {
+    match introspection::introspect(&state.oauth, &r.tenant, &r.client, &r.token).await {
         Ok(body) => {
             let mut response = Json(body).into_response();
             no_store(&mut response);
             response
         }
-        Err(e) => oauth_error(&e, used_basic),
+        Err(e) => oauth_error(&e, r.used_basic),
     }
 }
 
 pub async fn revoke(State(state): State<AppState>, Path(slug): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
-    let t = match tenant(&state, &slug).await {
-        Ok(t) => t,
-        Err(r) => return r,
+    let r = match token_request(&state, &slug, &headers, &body).await {
+        Ok(r) => r,
+        Err(response) => return response,
     };
-    let mut form = match parse_form(&body) {
-        Ok(f) => f,
-        Err(e) => return oauth_error(&e, false),
-    };
-    let (client, used_basic) = match authenticated_client(&state, &t, &headers, &mut form).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let Some(token) = form.remove("token") else {
-        return oauth_error(&OAuthError::invalid_request("token is missing"), used_basic);
-    };
-    match introspection::revoke(&state.oauth, &t, &client, &token).await {
+    match introspection::revoke(&state.oauth, &r.tenant, &r.client, &r.token).await {
         Ok(()) => {
             let mut response = StatusCode::OK.into_response();
             no_store(&mut response);
             response
         }
-        Err(e) => oauth_error(&e, used_basic),
+        Err(e) => oauth_error(&e, r.used_basic),
     }
 }
 

@@ -16,6 +16,7 @@ use minijinja::value::Serde;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tessera_core::model::{Flow, FlowKind, Session, Tenant, User};
 use tessera_selfservice::flow::{self, Submitted};
 use tessera_selfservice::login::{self, LoginError};
@@ -251,6 +252,36 @@ async fn signed_in(
     response
 }
 
+/// A submitted sign-in or sign-up form, checked: its tenant, its flow (valid and this
+/// browser's), the CSRF token, the fields and where the request came from.
+struct Submit {
+    tenant: Arc<Tenant>,
+    flow: Flow,
+    csrf: String,
+    form: HashMap<String, String>,
+    origin: tessera_core::event::RequestOrigin,
+}
+
+async fn submit(
+    state: &AppState,
+    slug: &str,
+    kind: FlowKind,
+    flow_id: Option<Uuid>,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Submit, Response> {
+    let tenant = page_tenant(state, slug).await?;
+    // Turn a spike away before any database work (see PasswordHasherPool::is_saturated).
+    if state.selfservice.hasher.is_saturated() {
+        return Err(busy_page(&state.pages, &Brand::of(&tenant)));
+    }
+    let form = parse_form(body).unwrap_or_default();
+    let (flow, csrf) = submitted_flow(state, &tenant, kind, flow_id, &form, headers).await?;
+    let origin = origin(headers, Some(peer), &state.config.trusted_proxies);
+    Ok(Submit { tenant, flow, csrf, form, origin })
+}
+
 pub async fn login_submit(
     State(state): State<AppState>,
     Path(slug): Path<String>,
@@ -259,20 +290,10 @@ pub async fn login_submit(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let tenant = match page_tenant(&state, &slug).await {
-        Ok(t) => t,
+    let Submit { tenant, flow, csrf, form, origin } = match submit(&state, &slug, FlowKind::Login, q.flow, peer, &headers, &body).await {
+        Ok(s) => s,
         Err(r) => return r,
     };
-    // Turn a spike away before any database work (see PasswordHasherPool::is_saturated).
-    if state.selfservice.hasher.is_saturated() {
-        return busy_page(&state.pages, &Brand::of(&tenant));
-    }
-    let form = parse_form(&body).unwrap_or_default();
-    let (flow, csrf) = match submitted_flow(&state, &tenant, FlowKind::Login, q.flow, &form, &headers).await {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
-    let origin = origin(&headers, Some(peer), &state.config.trusted_proxies);
     let email = form.get("email").cloned().unwrap_or_default();
     let password = form.get("password").cloned().unwrap_or_default();
     match login::verify_password(&state.selfservice, &tenant, &email, &password, &origin).await {
@@ -299,20 +320,11 @@ pub async fn registration_submit(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let tenant = match page_tenant(&state, &slug).await {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    // Turn a spike away before any database work (see PasswordHasherPool::is_saturated).
-    if state.selfservice.hasher.is_saturated() {
-        return busy_page(&state.pages, &Brand::of(&tenant));
-    }
-    let form = parse_form(&body).unwrap_or_default();
-    let (flow, csrf) = match submitted_flow(&state, &tenant, FlowKind::Registration, q.flow, &form, &headers).await {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
-    let origin = origin(&headers, Some(peer), &state.config.trusted_proxies);
+    let Submit { tenant, flow, csrf, form, origin } =
+        match submit(&state, &slug, FlowKind::Registration, q.flow, peer, &headers, &body).await {
+            Ok(s) => s,
+            Err(r) => return r,
+        };
     let field = |k: &str| form.get(k).cloned().unwrap_or_default();
     let sign_up = SignUpForm {
         email: field("email"),
