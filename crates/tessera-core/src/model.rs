@@ -242,6 +242,25 @@ pub struct Grant {
 }
 
 impl Grant {
+    /// The grant a code's one redemption creates: the code's customer, session, scope and
+    /// authentication, with a refresh-token family that ends at `expires_at`.
+    pub fn from_code(code: &AuthorizationCode, id: Uuid, now: OffsetDateTime, expires_at: OffsetDateTime) -> Self {
+        Self {
+            id,
+            tenant_id: code.tenant_id,
+            client_id: code.client_id.clone(),
+            user_id: Some(code.user_id),
+            session_id: code.session_id,
+            scope: code.scope.clone(),
+            auth_time: Some(code.auth_time),
+            amr: code.amr.clone(),
+            nonce: code.nonce.clone(),
+            created_at: now,
+            expires_at,
+            revoked_at: None,
+        }
+    }
+
     pub fn is_active(&self, now: OffsetDateTime) -> bool {
         self.revoked_at.is_none() && self.expires_at > now
     }

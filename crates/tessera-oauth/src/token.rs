@@ -118,20 +118,7 @@ async fn authorization_code(
         return Err(invalid());
     }
     let user = user.ok_or_else(invalid)?;
-    let grant = Grant {
-        id: grant_id,
-        tenant_id: tenant.id,
-        client_id: code.client_id.clone(),
-        user_id: Some(code.user_id),
-        session_id: code.session_id,
-        scope: code.scope.clone(),
-        auth_time: Some(code.auth_time),
-        amr: code.amr.clone(),
-        nonce: code.nonce.clone(),
-        created_at: now,
-        expires_at: now + engine.config.refresh_token_ttl(),
-        revoked_at: None,
-    };
+    let grant = Grant::from_code(&code, grant_id, now, now + engine.config.refresh_token_ttl());
     let issued = mint(engine, tenant, client, &grant, Some(&user), code.nonce.as_deref(), now).await?;
     let event = issued_event(tenant, &grant, "authorization_code", now, origin);
     match &issued.refresh_token {

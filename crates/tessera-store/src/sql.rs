@@ -990,20 +990,7 @@ macro_rules! impl_store {
                         .map_err(db_err)?;
                         if let Some(row) = redeemed {
                             let code = Self::map_code(&row)?;
-                            let grant = Grant {
-                                id: new_grant_id,
-                                tenant_id,
-                                client_id: code.client_id.clone(),
-                                user_id: Some(code.user_id),
-                                session_id: code.session_id,
-                                scope: code.scope.clone(),
-                                auth_time: Some(code.auth_time),
-                                amr: code.amr.clone(),
-                                nonce: code.nonce.clone(),
-                                created_at: now,
-                                expires_at: grant_expires_at,
-                                revoked_at: None,
-                            };
+                            let grant = Grant::from_code(&code, new_grant_id, now, grant_expires_at);
                             Self::insert_grant(&mut *tx, &grant).await?;
                             return Ok(CodeRedemption::Redeemed(code));
                         }
