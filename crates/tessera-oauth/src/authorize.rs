@@ -272,8 +272,7 @@ pub async fn needs_consent(
     request: &AuthorizationRequest,
     user_id: Uuid,
 ) -> Result<bool, OAuthError> {
-    let client =
-        engine.store.find_client(tenant.id, &request.client_id).await?.ok_or_else(|| OAuthError::invalid_request("unknown client"))?;
+    let client = engine.client(tenant.id, &request.client_id).await?.ok_or_else(|| OAuthError::invalid_request("unknown client"))?;
     if client.first_party {
         return Ok(false);
     }

@@ -74,11 +74,12 @@ pub async fn introspect(engine: &OAuthEngine, tenant: &Tenant, caller: &Client, 
         };
     }
     let now = engine.clock.now();
-    let Some((rt, grant)) = engine.store.find_refresh_token(tenant.id, &secret::hash_token(token)).await? else {
+    let Some(found) = engine.store.find_refresh_token(tenant.id, &secret::hash_token(token)).await? else {
         return Ok(json!({ "active": false }));
     };
+    let (rt, grant) = (found.token, found.grant);
     let user_ok = match grant.user_id {
-        Some(id) => engine.store.find_user(tenant.id, id).await?.is_some_and(|u| !u.disabled),
+        Some(_) => found.user.is_some_and(|u| !u.disabled),
         None => true,
     };
     if rt.rotated_at.is_none() && grant.is_active(now) && user_ok {
@@ -100,8 +101,8 @@ pub async fn introspect(engine: &OAuthEngine, tenant: &Tenant, caller: &Client, 
 /// Unknown tokens and other clients' tokens are silently ignored (200), as the RFC asks.
 pub async fn revoke(engine: &OAuthEngine, tenant: &Tenant, caller: &Client, token: &str) -> Result<(), OAuthError> {
     let now = engine.clock.now();
-    let grant_id = if let Some((_, grant)) = engine.store.find_refresh_token(tenant.id, &secret::hash_token(token)).await? {
-        (grant.client_id == caller.client_id).then_some(grant.id)
+    let grant_id = if let Some(found) = engine.store.find_refresh_token(tenant.id, &secret::hash_token(token)).await? {
+        (found.grant.client_id == caller.client_id).then_some(found.grant.id)
     } else {
         match active_access_token(engine, tenant, token).await {
             Ok((claims, _)) if claims.client_id == caller.client_id && !claims.gid.is_nil() => Some(claims.gid),

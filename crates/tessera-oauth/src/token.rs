@@ -139,12 +139,13 @@ async fn refresh_token(
     let invalid = || OAuthError::invalid_grant("the refresh token is invalid, expired or revoked");
     let now = engine.clock.now();
     let old_hash = secret::hash_token(presented);
-    let (_, grant) = engine.store.find_refresh_token(tenant.id, &old_hash).await?.ok_or_else(invalid)?;
+    let found = engine.store.find_refresh_token(tenant.id, &old_hash).await?.ok_or_else(invalid)?;
+    let grant = found.grant;
     if grant.client_id != client.client_id || !grant.is_active(now) {
         return Err(invalid());
     }
     let user = match grant.user_id {
-        Some(user_id) => Some(engine.store.find_user(tenant.id, user_id).await?.filter(|u| !u.disabled).ok_or_else(invalid)?),
+        Some(_) => Some(found.user.filter(|u| !u.disabled).ok_or_else(invalid)?),
         None => None,
     };
     let mut narrowed = grant.clone();

@@ -10,6 +10,11 @@ use tessera_server::config::{Config, Overrides};
 use tessera_server::{Runtime, bootstrap, cli};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc instead of glibc's malloc: a token request allocates and frees dozens of small
+/// buffers across threads, where glibc spent about a tenth of the CPU (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "tessera", version, about = "Tessera: customer identity and access management")]
 struct Cli {

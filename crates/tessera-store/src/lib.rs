@@ -63,6 +63,16 @@ pub enum Rotation {
     Unknown,
 }
 
+/// What [`GrantStore::find_refresh_token`] finds: the token, its grant and the grant's
+/// customer, read together because every refresh and every introspection needs all three.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefreshTokenRecord {
+    pub token: RefreshToken,
+    pub grant: Grant,
+    /// The grant's customer; `None` for a grant without one, or when the customer is gone.
+    pub user: Option<User>,
+}
+
 #[async_trait]
 pub trait TenantStore {
     /// Errors with `Conflict("tenant_slug")` when the slug is taken.
@@ -152,8 +162,9 @@ pub trait GrantStore {
 
     /// Stores a refresh token (first of a family, or a successor) with its issuance event.
     async fn create_refresh_token(&self, token: &RefreshToken, event: &NewEvent) -> StoreResult<()>;
-    /// The token and its grant, whatever their state (callers check).
-    async fn find_refresh_token(&self, tenant_id: Uuid, token_hash: &str) -> StoreResult<Option<(RefreshToken, Grant)>>;
+    /// The token, its grant and the grant's customer, whatever their state (callers check),
+    /// in one round trip.
+    async fn find_refresh_token(&self, tenant_id: Uuid, token_hash: &str) -> StoreResult<Option<RefreshTokenRecord>>;
 
     /// Spends `old_hash` and stores `new_token` atomically. If `old_hash` was already spent
     /// the grant is revoked (`Replayed`) and `replay_event` recorded: a stolen token and its

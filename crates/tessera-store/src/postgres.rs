@@ -21,6 +21,8 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// The same pool: PostgreSQL lets writers wait on row locks, not on one database lock.
+    writer: PgPool,
     events: crate::events::EventBatcher,
 }
 
@@ -30,7 +32,7 @@ impl PostgresStore {
     pub async fn connect(url: &str) -> StoreResult<Self> {
         let pool =
             PgPoolOptions::new().max_connections(MAX_CONNECTIONS).acquire_timeout(ACQUIRE_TIMEOUT).connect(url).await.map_err(db_err)?;
-        Ok(Self { events: Self::event_batcher(pool.clone()), pool })
+        Ok(Self { events: Self::event_batcher(pool.clone()), writer: pool.clone(), pool })
     }
 
     const MIGRATIONS: &'static [EmbeddedMigration] = crate::migrations::POSTGRES;

@@ -4,7 +4,10 @@
 //! between them stays in those modules, as inherent items of the store type that the expanded
 //! code calls:
 //!
-//! - `pool: sqlx::Pool<Db>` (field);
+//! - `pool: sqlx::Pool<Db>` (field): where reads run;
+//! - `writer: sqlx::Pool<Db>` (field): where writes run — the same pool on PostgreSQL, a
+//!   pool of one connection on SQLite, whose one writer at a time then waits in the pool's
+//!   queue instead of in SQLite's sleeping busy handler;
 //! - `begin_write(&self)`: a transaction that takes the write lock up front (SQLite's
 //!   `BEGIN IMMEDIATE`) or a plain `BEGIN` (PostgreSQL);
 //! - `is_retryable(&StoreError)`: whether a failed transaction may simply run again
@@ -21,6 +24,47 @@
 use crate::{StoreError, StoreResult};
 use std::future::Future;
 use std::time::Duration;
+
+/// The columns of `users`, in the order `map_user_columns` takes them.
+pub(crate) const USER_COLUMNS: [&str; 11] = [
+    "id",
+    "tenant_id",
+    "email",
+    "email_canonical",
+    "email_verified",
+    "password_hash",
+    "given_name",
+    "family_name",
+    "disabled",
+    "created_at",
+    "updated_at",
+];
+
+/// The same columns as a join selects them from `users u` (see `joined_user_select!`).
+pub(crate) const JOINED_USER_COLUMNS: [&str; 11] = [
+    "u_id",
+    "u_tenant_id",
+    "u_email",
+    "u_email_canonical",
+    "u_email_verified",
+    "u_password_hash",
+    "u_given_name",
+    "u_family_name",
+    "u_disabled",
+    "u_created_at",
+    "u_updated_at",
+];
+
+/// The select list that puts `users u` under the names of `JOINED_USER_COLUMNS` (a macro so
+/// that it can be `concat!`ed into a statement at compile time).
+macro_rules! joined_user_select {
+    () => {
+        "u.id AS u_id, u.tenant_id AS u_tenant_id, u.email AS u_email, u.email_canonical AS u_email_canonical, \
+         u.email_verified AS u_email_verified, u.password_hash AS u_password_hash, u.given_name AS u_given_name, \
+         u.family_name AS u_family_name, u.disabled AS u_disabled, u.created_at AS u_created_at, u.updated_at AS u_updated_at"
+    };
+}
+pub(crate) use joined_user_select;
 
 /// How often a transaction that failed with a retryable error is run again.
 pub(crate) const MAX_RETRIES: u32 = 5;
@@ -143,7 +187,7 @@ macro_rules! impl_store {
             use $crate::sql::{db_err, enum_col, expect_found, json_col, retrying, to_json, unique_or_db, write_tx};
             use $crate::{
                 AuthorizationRequestStore, ClientStore, CodeRedemption, ConsentStore, EventStore, FlowStore,
-                GrantStore, InitialAccessTokenStore, KeyStore, Maintenance, Rotation, SessionStore, StoreError,
+                GrantStore, InitialAccessTokenStore, KeyStore, Maintenance, RefreshTokenRecord, Rotation, SessionStore, StoreError,
                 StoreResult, TenantStore, UserStore,
             };
             use ::tessera_core::NewEvent;
@@ -173,18 +217,26 @@ macro_rules! impl_store {
                 }
 
                 fn map_user(row: &DbRow) -> StoreResult<User> {
+                    Self::map_user_columns(row, &$crate::sql::USER_COLUMNS)
+                }
+
+                /// A customer read from `columns` (in the order of [`USER_COLUMNS`]), so that a
+                /// join can carry one under other names.
+                fn map_user_columns(row: &DbRow, columns: &[&str; 11]) -> StoreResult<User> {
+                    let [id, tenant_id, email, email_canonical, email_verified, password_hash, given_name, family_name, disabled, created_at, updated_at] =
+                        *columns;
                     Ok(User {
-                        id: Self::get(row, "id")?,
-                        tenant_id: Self::get(row, "tenant_id")?,
-                        email: Self::get(row, "email")?,
-                        email_canonical: Self::get(row, "email_canonical")?,
-                        email_verified: Self::get(row, "email_verified")?,
-                        password_hash: Self::get(row, "password_hash")?,
-                        given_name: Self::get(row, "given_name")?,
-                        family_name: Self::get(row, "family_name")?,
-                        disabled: Self::get(row, "disabled")?,
-                        created_at: Self::get_ts(row, "created_at")?,
-                        updated_at: Self::get_ts(row, "updated_at")?,
+                        id: Self::get(row, id)?,
+                        tenant_id: Self::get(row, tenant_id)?,
+                        email: Self::get(row, email)?,
+                        email_canonical: Self::get(row, email_canonical)?,
+                        email_verified: Self::get(row, email_verified)?,
+                        password_hash: Self::get(row, password_hash)?,
+                        given_name: Self::get(row, given_name)?,
+                        family_name: Self::get(row, family_name)?,
+                        disabled: Self::get(row, disabled)?,
+                        created_at: Self::get_ts(row, created_at)?,
+                        updated_at: Self::get_ts(row, updated_at)?,
                     })
                 }
 
@@ -368,10 +420,10 @@ macro_rules! impl_store {
                 }
 
                 /// The group-commit writer of this store's pool.
-                pub(crate) fn event_batcher(pool: ::sqlx::Pool<$db>) -> $crate::events::EventBatcher {
+                pub(crate) fn event_batcher(writer: ::sqlx::Pool<$db>) -> $crate::events::EventBatcher {
                     $crate::events::EventBatcher::start(move |events| {
-                        let pool = pool.clone();
-                        async move { Self::insert_events(&pool, &events).await }
+                        let writer = writer.clone();
+                        async move { Self::insert_events(&writer, &events).await }
                     })
                 }
 
@@ -448,7 +500,7 @@ macro_rules! impl_store {
                     let mut attempt = 0;
                     loop {
                         let result = ::sqlx::raw_sql($crate::migrations::MIGRATION_TABLE_DDL)
-                            .execute(&self.pool)
+                            .execute(&self.writer)
                             .await
                             .map_err(db_err);
                         match result {
@@ -508,7 +560,7 @@ macro_rules! impl_store {
                             .bind(tenant_id)
                             .bind(name)
                             .bind(&branding)
-                            .execute(&self.pool)
+                            .execute(&self.writer)
                             .await
                             .map_err(db_err)
                     })?;
@@ -633,7 +685,7 @@ macro_rules! impl_store {
                         .bind(user_id)
                         .bind(hash)
                         .bind(Self::ts(now))
-                        .execute(&self.pool)
+                        .execute(&self.writer)
                         .await
                         .map_err(db_err)
                     })?;
@@ -817,7 +869,7 @@ macro_rules! impl_store {
                         .bind(tenant_id)
                         .bind(session_id)
                         .bind(Self::ts(now))
-                        .execute(&self.pool)
+                        .execute(&self.writer)
                         .await
                         .map_err(db_err)
                     })?;
@@ -860,7 +912,7 @@ macro_rules! impl_store {
                         .bind(&flow.login_hint)
                         .bind(Self::ts(flow.created_at))
                         .bind(Self::ts(flow.expires_at))
-                        .execute(&self.pool)
+                        .execute(&self.writer)
                         .await
                         .map_err(unique_or_db("flow_id"))
                     })?;
@@ -882,7 +934,7 @@ macro_rules! impl_store {
                         ::sqlx::query("DELETE FROM flows WHERE tenant_id = $1 AND id = $2")
                             .bind(tenant_id)
                             .bind(flow_id)
-                            .execute(&self.pool)
+                            .execute(&self.writer)
                             .await
                             .map_err(db_err)
                     })?;
@@ -902,7 +954,7 @@ macro_rules! impl_store {
                         .bind(request.tenant_id)
                         .bind(&json)
                         .bind(Self::ts(request.expires_at))
-                        .execute(&self.pool)
+                        .execute(&self.writer)
                         .await
                         .map_err(unique_or_db("authorization_request_id"))
                     })?;
@@ -924,7 +976,7 @@ macro_rules! impl_store {
                         ::sqlx::query("DELETE FROM authorization_requests WHERE tenant_id = $1 AND id = $2")
                             .bind(tenant_id)
                             .bind(id)
-                            .execute(&self.pool)
+                            .execute(&self.writer)
                             .await
                             .map_err(db_err)
                     })?;
@@ -958,7 +1010,7 @@ macro_rules! impl_store {
                         .bind(Self::ts(code.expires_at))
                         .bind(code.used_at.map(Self::ts))
                         .bind(code.grant_id)
-                        .execute(&self.pool)
+                        .execute(&self.writer)
                         .await
                         .map_err(unique_or_db("authorization_code"))
                     })?;
@@ -1014,7 +1066,7 @@ macro_rules! impl_store {
                 }
 
                 async fn create_grant(&self, grant: &Grant) -> StoreResult<()> {
-                    retrying!({ Self::insert_grant(&self.pool, grant).await })
+                    retrying!({ Self::insert_grant(&self.writer, grant).await })
                 }
 
                 async fn find_grant(&self, tenant_id: Uuid, grant_id: Uuid) -> StoreResult<Option<Grant>> {
@@ -1045,12 +1097,14 @@ macro_rules! impl_store {
                     })
                 }
 
-                async fn find_refresh_token(&self, tenant_id: Uuid, token_hash: &str) -> StoreResult<Option<(RefreshToken, Grant)>> {
-                    let row = ::sqlx::query(
-                        "SELECT r.token_hash, r.created_at AS token_created_at, r.rotated_at, g.* \
-                         FROM refresh_tokens r JOIN grants g ON g.tenant_id = r.tenant_id AND g.id = r.grant_id \
+                async fn find_refresh_token(&self, tenant_id: Uuid, token_hash: &str) -> StoreResult<Option<RefreshTokenRecord>> {
+                    let row = ::sqlx::query(::std::concat!(
+                        "SELECT r.token_hash, r.created_at AS token_created_at, r.rotated_at, g.*, ",
+                        $crate::sql::joined_user_select!(),
+                        " FROM refresh_tokens r JOIN grants g ON g.tenant_id = r.tenant_id AND g.id = r.grant_id \
+                         LEFT JOIN users u ON u.tenant_id = g.tenant_id AND u.id = g.user_id \
                          WHERE r.tenant_id = $1 AND r.token_hash = $2",
-                    )
+                    ))
                     .bind(tenant_id)
                     .bind(token_hash)
                     .fetch_optional(&self.pool)
@@ -1067,7 +1121,12 @@ macro_rules! impl_store {
                         created_at: Self::get_ts(&row, "token_created_at")?,
                         rotated_at: Self::get_opt_ts(&row, "rotated_at")?,
                     };
-                    Ok(Some((token, grant)))
+                    let user_id: Option<Uuid> = Self::get(&row, "u_id")?;
+                    let user = match user_id {
+                        Some(_) => Some(Self::map_user_columns(&row, &$crate::sql::JOINED_USER_COLUMNS)?),
+                        None => None,
+                    };
+                    Ok(Some(RefreshTokenRecord { token, grant, user }))
                 }
 
                 async fn rotate_refresh_token(
@@ -1149,7 +1208,7 @@ macro_rules! impl_store {
                         .bind(user_id)
                         .bind(client_id)
                         .bind(Self::ts(now))
-                        .execute(&self.pool)
+                        .execute(&self.writer)
                         .await
                         .map_err(db_err)
                     })?;
@@ -1359,7 +1418,7 @@ macro_rules! impl_store {
                         )
                         .bind(tenant_id)
                         .bind(Self::ts(now))
-                        .execute(&self.pool)
+                        .execute(&self.writer)
                         .await
                         .map_err(db_err)
                     })?;
@@ -1378,7 +1437,7 @@ macro_rules! impl_store {
                         .bind(token.tenant_id)
                         .bind(Self::ts(token.created_at))
                         .bind(Self::ts(token.expires_at))
-                        .execute(&self.pool)
+                        .execute(&self.writer)
                         .await
                         .map_err(unique_or_db("initial_access_token"))
                     })?;
@@ -1500,6 +1559,7 @@ macro_rules! impl_store {
                 }
 
                 async fn close(&self) {
+                    self.writer.close().await;
                     self.pool.close().await;
                 }
 
@@ -1518,7 +1578,7 @@ macro_rules! impl_store {
                         let done = retrying!({
                             ::sqlx::query(statement)
                                 .bind(Self::ts(now))
-                                .execute(&self.pool)
+                                .execute(&self.writer)
                                 .await
                                 .map_err(db_err)
                         })?;

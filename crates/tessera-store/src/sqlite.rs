@@ -19,9 +19,8 @@ use time::{OffsetDateTime, UtcOffset};
 /// Every writer waits this long for the write lock before giving up with SQLITE_BUSY.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// WAL lets readers run beside the one writer, so a few connections help; more would only
-/// queue on the write lock.
-const MAX_CONNECTIONS: u32 = 4;
+/// WAL lets readers run beside the one writer, so a few reading connections help.
+const MAX_READERS: u32 = 4;
 
 /// How points in time are stored: UTC, always six fraction digits. sqlx's own encoding is
 /// RFC 3339 with the fraction trimmed (`…:00Z`, `…:00.5Z`), whose text order is not time
@@ -49,7 +48,14 @@ impl Encode<'_, Sqlite> for SqliteTime {
 /// The SQLite implementation of [`crate::Store`].
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
+    /// Where reads run.
     pool: SqlitePool,
+    /// One connection for every write. SQLite admits one writer at a time anyway; with more
+    /// writing connections the losers wait in SQLite's busy handler, which *sleeps* (1, 2, 5,
+    /// 10 … 100 ms) and wakes to retry, costing latency and CPU. Here they wait in the pool's
+    /// queue and get the connection the moment it is free. The busy timeout still covers
+    /// other processes (the CLI) writing to the same file.
+    writer: SqlitePool,
     events: crate::events::EventBatcher,
 }
 
@@ -66,20 +72,39 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-        let pool_options = if in_memory {
+        if in_memory {
             // Every connection to `:memory:` is a database of its own, and it vanishes with
-            // its last connection: keep exactly one, forever.
-            SqlitePoolOptions::new().max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None)
-        } else {
-            if let Some(dir) = options.get_filename().parent()
-                && !dir.as_os_str().is_empty()
-            {
-                tokio::fs::create_dir_all(dir).await.map_err(|e| StoreError::Database(Box::new(e)))?;
-            }
-            SqlitePoolOptions::new().max_connections(MAX_CONNECTIONS)
-        };
-        let pool = pool_options.acquire_timeout(BUSY_TIMEOUT * 2).connect_with(options).await.map_err(db_err)?;
-        Ok(Self { events: Self::event_batcher(pool.clone()), pool })
+            // its last connection: keep exactly one, forever, for reads and writes alike.
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .acquire_timeout(BUSY_TIMEOUT * 2)
+                .connect_with(options)
+                .await
+                .map_err(db_err)?;
+            return Ok(Self { events: Self::event_batcher(pool.clone()), writer: pool.clone(), pool });
+        }
+        if let Some(dir) = options.get_filename().parent()
+            && !dir.as_os_str().is_empty()
+        {
+            tokio::fs::create_dir_all(dir).await.map_err(|e| StoreError::Database(Box::new(e)))?;
+        }
+        // The writer connects first: it creates the file (`mode=rwc`) and switches it to WAL.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(BUSY_TIMEOUT * 2)
+            .connect_with(options.clone())
+            .await
+            .map_err(db_err)?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(MAX_READERS)
+            .acquire_timeout(BUSY_TIMEOUT * 2)
+            .connect_with(options)
+            .await
+            .map_err(db_err)?;
+        Ok(Self { events: Self::event_batcher(writer.clone()), writer, pool })
     }
 
     const MIGRATIONS: &'static [EmbeddedMigration] = crate::migrations::SQLITE;
@@ -88,11 +113,11 @@ impl SqliteStore {
     /// first and writes later cannot wait for a lock another writer holds: in WAL mode its
     /// snapshot may be stale, so SQLite fails it with SQLITE_BUSY at once, busy timeout or not.
     async fn begin_write(&self) -> StoreResult<Transaction<'static, Sqlite>> {
-        self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)
+        self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)
     }
 
-    /// Writers are serialized by the write lock and wait for it (busy timeout), so nothing
-    /// is worth running again.
+    /// Writers are serialized by the writer pool and the write lock, so nothing is worth
+    /// running again.
     fn is_retryable(_: &StoreError) -> bool {
         false
     }

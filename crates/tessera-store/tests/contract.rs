@@ -14,7 +14,7 @@ use sqlx::Connection;
 use tessera_core::model::*;
 use tessera_core::scope::Scopes;
 use tessera_core::{EventKind, NewEvent, Outcome};
-use tessera_store::{CodeRedemption, Rotation, Store, StoreError};
+use tessera_store::{CodeRedemption, RefreshTokenRecord, Rotation, Store, StoreError};
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
@@ -172,6 +172,7 @@ contract![
     concurrent_code_redemptions_have_one_winner,
     refresh_tokens_rotate_and_a_replay_revokes_the_family,
     concurrent_rotations_have_one_winner,
+    a_burst_of_independent_writers_all_succeed,
     expiry_comparisons_are_exact_to_the_microsecond,
     delete_expired_removes_only_what_expired,
     signing_keys_rotate,
@@ -538,7 +539,13 @@ async fn records_round_trip(db: TestDb) {
 
     let token = new_refresh_token(&grant, "refresh-hash");
     store.create_refresh_token(&token, &event(t, EventKind::TokenIssued)).await.expect("create token");
-    assert_eq!(store.find_refresh_token(t, "refresh-hash").await.expect("find"), Some((token, grant.clone())));
+    let found = RefreshTokenRecord { token, grant: grant.clone(), user: Some(user.clone()) };
+    assert_eq!(store.find_refresh_token(t, "refresh-hash").await.expect("find"), Some(found));
+    // A machine grant's token carries no customer.
+    let machine_token = new_refresh_token(&machine, "machine-hash");
+    store.create_refresh_token(&machine_token, &event(t, EventKind::TokenIssued)).await.expect("create token");
+    let found = store.find_refresh_token(t, "machine-hash").await.expect("find").expect("machine token");
+    assert_eq!((found.token, found.grant, found.user), (machine_token, machine.clone(), None));
 
     let consent =
         Consent { tenant_id: t, user_id: user.id, client_id: "app".into(), scopes: Scopes::parse("openid email"), granted_at: t0() };
@@ -834,17 +841,17 @@ async fn refresh_tokens_rotate_and_a_replay_revokes_the_family(db: TestDb) {
 
     let r2 = RefreshToken { created_at: t0() + Duration::minutes(5), ..new_refresh_token(&grant, "r2") };
     assert_eq!(store.rotate_refresh_token(t, "r1", &r2, &issued(), &reused()).await.expect("rotate"), Rotation::Rotated);
-    let (old, _) = store.find_refresh_token(t, "r1").await.expect("find").expect("old token stays");
-    assert_eq!(old.rotated_at, Some(r2.created_at));
-    let (new, new_grant) = store.find_refresh_token(t, "r2").await.expect("find").expect("new token");
-    assert_eq!((new, new_grant.revoked_at), (r2.clone(), None));
+    let old = store.find_refresh_token(t, "r1").await.expect("find").expect("old token stays");
+    assert_eq!(old.token.rotated_at, Some(r2.created_at));
+    let new = store.find_refresh_token(t, "r2").await.expect("find").expect("new token");
+    assert_eq!((new.token, new.grant.revoked_at, new.user.map(|u| u.id)), (r2.clone(), None, Some(user.id)));
 
     // A successor for another grant is refused, and the old token stays usable.
     let other = create_grant(&store, t, Some(user.id), "app").await;
     let r3 = RefreshToken { created_at: t0() + Duration::minutes(6), ..new_refresh_token(&grant, "r3") };
     let wrong = new_refresh_token(&other, "wrong");
     assert!(store.rotate_refresh_token(t, "r2", &wrong, &issued(), &reused()).await.is_err());
-    assert_eq!(store.find_refresh_token(t, "r2").await.expect("find").expect("r2").0.rotated_at, None);
+    assert_eq!(store.find_refresh_token(t, "r2").await.expect("find").expect("r2").token.rotated_at, None);
 
     // r1 comes back: the whole family ends.
     let replay = store.rotate_refresh_token(t, "r1", &r3, &issued(), &reused()).await.expect("replay");
@@ -895,6 +902,47 @@ async fn concurrent_rotations_have_one_winner(db: TestDb) {
     assert_eq!(rotated, 1);
     // The losers were replays of a spent token: the family is revoked.
     assert!(is_revoked(&store, t, grant.id).await);
+}
+
+/// Many customers refreshing at once: every rotation of its own family succeeds, none fails
+/// for a lock another writer held (SQLite serializes them in its writer pool, PostgreSQL on
+/// rows), and each stores its successor.
+async fn a_burst_of_independent_writers_all_succeed(db: TestDb) {
+    let store = db.open().await;
+    let t = create_tenant(&store, "acme").await.id;
+    let user = create_user(&store, t, "ada@example.com").await;
+    let mut grants = Vec::new();
+    for i in 0..40 {
+        let grant = create_grant(&store, t, Some(user.id), "app").await;
+        store
+            .create_refresh_token(&new_refresh_token(&grant, &format!("first-{i}")), &event(t, EventKind::TokenIssued))
+            .await
+            .expect("token");
+        grants.push(grant);
+    }
+    let results = futures_join_all(grants.iter().enumerate().map(|(i, grant)| {
+        let store = store.clone();
+        let successor = new_refresh_token(grant, &format!("second-{i}"));
+        async move {
+            store
+                .rotate_refresh_token(
+                    t,
+                    &format!("first-{i}"),
+                    &successor,
+                    &event(t, EventKind::TokenIssued),
+                    &event(t, EventKind::RefreshTokenReused),
+                )
+                .await
+        }
+    }))
+    .await;
+    for result in results {
+        assert_eq!(result.expect("never a database error"), Rotation::Rotated);
+    }
+    for (i, grant) in grants.iter().enumerate() {
+        let found = store.find_refresh_token(t, &format!("second-{i}")).await.expect("find").expect("successor stored");
+        assert_eq!(found.grant.id, grant.id);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

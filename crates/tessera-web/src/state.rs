@@ -32,28 +32,42 @@ impl WebConfig {
     }
 }
 
+/// What every handler shares. Cloned for every request (axum's `State`), so it is one `Arc`:
+/// a clone is one reference count, not one per part.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppParts>);
+
+pub struct AppParts {
     pub oauth: OAuthEngine,
     pub selfservice: SelfService,
-    pub pages: Arc<crate::pages::Pages>,
-    pub config: Arc<WebConfig>,
+    pub pages: crate::pages::Pages,
+    pub config: WebConfig,
     pub metrics: Option<PrometheusHandle>,
-    tenants: Arc<TenantCache>,
+    tenants: TenantCache,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppParts;
+
+    fn deref(&self) -> &AppParts {
+        &self.0
+    }
 }
 
 impl AppState {
     pub fn new(oauth: OAuthEngine, selfservice: SelfService, config: WebConfig, metrics: Option<PrometheusHandle>) -> Self {
-        Self {
+        Self(Arc::new(AppParts {
             oauth,
             selfservice,
-            pages: Arc::new(crate::pages::Pages::new()),
-            config: Arc::new(config),
+            pages: crate::pages::Pages::new(),
+            config,
             metrics,
-            tenants: Arc::new(RwLock::new(HashMap::new())),
-        }
+            tenants: RwLock::new(HashMap::new()),
+        }))
     }
+}
 
+impl AppParts {
     /// A tenant by slug, cached briefly per node.
     pub async fn tenant(&self, slug: &str) -> StoreResult<Option<Arc<Tenant>>> {
         if let Some((at, tenant)) = self.tenants.read().unwrap_or_else(|p| p.into_inner()).get(slug)

@@ -250,14 +250,12 @@ pub async fn consent_page(
     let Some(session) = session else {
         return advance(&state, &tenant, &request, None, Some(&csrf)).await;
     };
-    let (client, user) = match (
-        state.oauth.store.find_client(tenant.id, &request.client_id).await,
-        state.oauth.store.find_user(tenant.id, session.user_id).await,
-    ) {
-        (Ok(Some(c)), Ok(Some(u))) => (c, u),
-        (Err(e), _) | (_, Err(e)) => return store_failure_page(&state.pages, &brand, &e),
-        _ => return advance(&state, &tenant, &request, None, Some(&csrf)).await,
-    };
+    let (client, user) =
+        match (state.oauth.client(tenant.id, &request.client_id).await, state.oauth.store.find_user(tenant.id, session.user_id).await) {
+            (Ok(Some(c)), Ok(Some(u))) => (c, u),
+            (Err(e), _) | (_, Err(e)) => return store_failure_page(&state.pages, &brand, &e),
+            _ => return advance(&state, &tenant, &request, None, Some(&csrf)).await,
+        };
     let mut response = state.pages.render(
         StatusCode::OK,
         "consent.html",
@@ -265,7 +263,7 @@ pub async fn consent_page(
         context! {
             action => tenant_path(&tenant, &format!("/consent?request={}", request.id)),
             csrf_token => csrf.clone(),
-            client_name => client.name,
+            client_name => &client.name,
             user_email => user.email,
             scopes => Serde(scope_descriptions(&request)),
         },
