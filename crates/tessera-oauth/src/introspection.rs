@@ -28,12 +28,12 @@ pub async fn active_access_token(
         engine.store.find_client(tenant.id, &claims.client_id).await?.ok_or_else(invalid)?;
         return Ok((claims, None));
     }
-    let grant = engine.store.find_grant(tenant.id, claims.gid).await?.ok_or_else(invalid)?;
+    let (grant, user) = engine.store.find_grant_and_user(tenant.id, claims.gid).await?.ok_or_else(invalid)?;
     if !grant.is_active(engine.clock.now()) {
         return Err(invalid());
     }
     let user = match grant.user_id {
-        Some(id) => Some(engine.store.find_user(tenant.id, id).await?.filter(|u| !u.disabled).ok_or_else(invalid)?),
+        Some(_) => Some(user.filter(|u| !u.disabled).ok_or_else(invalid)?),
         None => None,
     };
     Ok((claims, user))

@@ -156,6 +156,9 @@ pub trait GrantStore {
     /// Inserts a grant that did not come from a code (`client_credentials`).
     async fn create_grant(&self, grant: &Grant) -> StoreResult<()>;
     async fn find_grant(&self, tenant_id: Uuid, grant_id: Uuid) -> StoreResult<Option<Grant>>;
+    /// The grant and its customer (`None` for a machine grant, or when the customer is
+    /// gone), in one round trip: what every use of an access token checks.
+    async fn find_grant_and_user(&self, tenant_id: Uuid, grant_id: Uuid) -> StoreResult<Option<(Grant, Option<User>)>>;
     /// Revokes the grant: its refresh tokens and the access tokens minted from it stop
     /// working. Idempotent.
     async fn revoke_grant(&self, tenant_id: Uuid, grant_id: Uuid, event: &NewEvent) -> StoreResult<()>;

@@ -240,6 +240,13 @@ macro_rules! impl_store {
                     })
                 }
 
+                /// The customer a `LEFT JOIN users u` (selected with `joined_user_select!`) found,
+                /// if it found one.
+                fn map_joined_user(row: &DbRow) -> StoreResult<Option<User>> {
+                    let user_id: Option<Uuid> = Self::get(row, "u_id")?;
+                    user_id.map(|_| Self::map_user_columns(row, &$crate::sql::JOINED_USER_COLUMNS)).transpose()
+                }
+
                 fn map_client(row: &DbRow) -> StoreResult<Client> {
                     Ok(Client {
                         id: Self::get(row, "id")?,
@@ -1079,6 +1086,24 @@ macro_rules! impl_store {
                     row.as_ref().map(Self::map_grant).transpose()
                 }
 
+                async fn find_grant_and_user(&self, tenant_id: Uuid, grant_id: Uuid) -> StoreResult<Option<(Grant, Option<User>)>> {
+                    let row = ::sqlx::query(::std::concat!(
+                        "SELECT g.*, ",
+                        $crate::sql::joined_user_select!(),
+                        " FROM grants g LEFT JOIN users u ON u.tenant_id = g.tenant_id AND u.id = g.user_id \
+                         WHERE g.tenant_id = $1 AND g.id = $2",
+                    ))
+                    .bind(tenant_id)
+                    .bind(grant_id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(db_err)?;
+                    let Some(row) = row else {
+                        return Ok(None);
+                    };
+                    Ok(Some((Self::map_grant(&row)?, Self::map_joined_user(&row)?)))
+                }
+
                 async fn revoke_grant(&self, tenant_id: Uuid, grant_id: Uuid, event: &NewEvent) -> StoreResult<()> {
                     write_tx!(self, |tx| {
                         let revoked = Self::revoke_grant_row(&mut *tx, tenant_id, grant_id, event.occurred_at).await?;
@@ -1121,12 +1146,7 @@ macro_rules! impl_store {
                         created_at: Self::get_ts(&row, "token_created_at")?,
                         rotated_at: Self::get_opt_ts(&row, "rotated_at")?,
                     };
-                    let user_id: Option<Uuid> = Self::get(&row, "u_id")?;
-                    let user = match user_id {
-                        Some(_) => Some(Self::map_user_columns(&row, &$crate::sql::JOINED_USER_COLUMNS)?),
-                        None => None,
-                    };
-                    Ok(Some(RefreshTokenRecord { token, grant, user }))
+                    Ok(Some(RefreshTokenRecord { token, grant, user: Self::map_joined_user(&row)? }))
                 }
 
                 async fn rotate_refresh_token(

@@ -536,6 +536,8 @@ async fn records_round_trip(db: TestDb) {
     assert_eq!(store.find_grant(t, grant.id).await.expect("find"), Some(grant.clone()));
     let machine = create_grant(&store, t, None, "app").await;
     assert_eq!(store.find_grant(t, machine.id).await.expect("find"), Some(machine.clone()));
+    assert_eq!(store.find_grant_and_user(t, grant.id).await.expect("find"), Some((grant.clone(), Some(user.clone()))));
+    assert_eq!(store.find_grant_and_user(t, machine.id).await.expect("find"), Some((machine.clone(), None)));
 
     let token = new_refresh_token(&grant, "refresh-hash");
     store.create_refresh_token(&token, &event(t, EventKind::TokenIssued)).await.expect("create token");
@@ -610,6 +612,7 @@ async fn tenants_are_isolated(db: TestDb) {
     assert_eq!(store.find_flow(b, flow.id).await.expect("find"), None);
     assert_eq!(store.find_authorization_request(b, request.id).await.expect("find"), None);
     assert_eq!(store.find_grant(b, grant.id).await.expect("find"), None);
+    assert_eq!(store.find_grant_and_user(b, grant.id).await.expect("find"), None);
     assert_eq!(store.find_refresh_token(b, "refresh-a").await.expect("find"), None);
     assert_eq!(store.find_consent(b, user.id, "app").await.expect("find"), None);
     assert!(store.list_consents(b, user.id).await.expect("list").is_empty());
