@@ -213,7 +213,8 @@ async fn run() -> anyhow::Result<()> {
     let mut skipped = Vec::new();
     let clk_tck = procstat::clock_ticks_per_sec();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let profile = build_profile(&tessera_bin);
+    let version = tessera_version(&tessera_bin).await;
+    let profile = build_profile(&tessera_bin, &version);
     let source = git_describe(&root).await;
     say(format!("Tessera binary: {} ({profile} build)", tessera_bin.display()));
     if profile != "release" {
@@ -246,7 +247,7 @@ async fn run() -> anyhow::Result<()> {
     // The Argon2id yardstick, before anything else loads the machine.
     let hash = if scenarios.contains(&Scenario::SignIn) || !args.no_spike || want("sqlite") || use_pg {
         say("measuring the Argon2id hash time");
-        Some(hashing::measure(settings.hash_samples).await?)
+        Some(hashing::measure(settings.hash_samples, cores).await?)
     } else {
         None
     };
@@ -401,7 +402,7 @@ async fn run() -> anyhow::Result<()> {
         quick: settings.quick,
         tessera_bin: tessera_bin.display().to_string(),
         tessera_profile: profile,
-        tessera_version: format!("{}; source tree at the start of the run: {source}", tessera_version(&tessera_bin).await),
+        tessera_version: format!("{version}; source tree at the start of the run: {source}"),
         peer: peer_version,
         skipped,
         cpu_model: cpu_model(),
@@ -555,7 +556,14 @@ fn resolve_tessera(flag: Option<PathBuf>, root: &Path) -> anyhow::Result<PathBuf
     bail!("no tessera binary under {}: run `cargo build --release -p tessera-server` or pass --tessera", target.display())
 }
 
-fn build_profile(bin: &Path) -> String {
+/// The build profile `tessera --version` names ("0.1.0 (release build)"); for binaries older
+/// than that, guessed from the path under `target/`.
+fn build_profile(bin: &Path, version: &str) -> String {
+    for profile in ["release", "debug"] {
+        if version.contains(&format!("({profile} build)")) {
+            return profile.into();
+        }
+    }
     let path = bin.display().to_string();
     if path.contains("/release/") {
         "release".into()

@@ -19,9 +19,6 @@ use time::{OffsetDateTime, UtcOffset};
 /// Every writer waits this long for the write lock before giving up with SQLITE_BUSY.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How often a background task moves the write-ahead log into the database file.
-const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
-
 /// WAL lets readers run beside the one writer, so a few reading connections help.
 const MAX_READERS: u32 = 4;
 
@@ -73,11 +70,11 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT)
-            // No commit checkpoints: SQLite would run them inside whichever commit crossed
-            // 1,000 pages, stalling the one writer (and everything waiting for it) on the
-            // database file's fsync. `checkpoint_in_background` does it beside the writer.
-            .pragma("wal_autocheckpoint", "0");
+            // Checkpoints stay in the writer's commits (SQLite's default, every 1,000 pages):
+            // only there does nothing write between the checkpoint and the next transaction,
+            // which can then start the log over. Checkpoints beside the writer never caught
+            // up with it, and the log grew without end (docs/adr/0004).
+            .busy_timeout(BUSY_TIMEOUT);
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         if in_memory {
             // Every connection to `:memory:` is a database of its own, and it vanishes with
@@ -111,7 +108,6 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(db_err)?;
-        checkpoint_in_background(pool.clone());
         Ok(Self { events: Self::event_batcher(writer.clone()), writer, pool })
     }
 
@@ -143,27 +139,6 @@ impl SqliteStore {
         let text: Option<String> = Self::get(row, column)?;
         text.map(|text| parse_time(column, &text)).transpose()
     }
-}
-
-/// Every [`CHECKPOINT_INTERVAL`], copies what the write-ahead log holds into the database file
-/// from a reading connection (`PASSIVE`: it waits for nobody, and the writer carries on while
-/// it runs). Ends when the store is closed. The last connection to close checkpoints too.
-fn checkpoint_in_background(pool: SqlitePool) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if pool.is_closed() {
-                break;
-            }
-            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await
-                && !pool.is_closed()
-            {
-                tracing::warn!(error = %e, "checkpointing the SQLite write-ahead log failed");
-            }
-        }
-    });
 }
 
 fn parse_time(column: &str, text: &str) -> StoreResult<OffsetDateTime> {
