@@ -15,7 +15,7 @@ use tessera_core::model::*;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-mod events;
+mod group_commit;
 mod migrations;
 pub mod postgres;
 mod sql;

@@ -17,28 +17,50 @@ const MAX_CONNECTIONS: u32 = 16;
 /// piling up behind a saturated pool.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// A pooled connection idle for longer than this is pinged before it is used again.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(5);
+
 /// The PostgreSQL implementation of [`crate::Store`].
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
     /// The same pool: PostgreSQL lets writers wait on row locks, not on one database lock.
     writer: PgPool,
-    events: crate::events::EventBatcher,
+    /// Group-committed writes (see `group_commit.rs`).
+    events: crate::group_commit::GroupCommit<tessera_core::NewEvent, ()>,
+    rotations: crate::group_commit::GroupCommit<crate::sql::PendingRotation, bool>,
 }
 
 impl PostgresStore {
     /// Connects to the database a `postgres://` URL names (one connection is opened now, so
     /// a wrong URL fails here). Does not migrate: call [`crate::Maintenance::migrate`].
     pub async fn connect(url: &str) -> StoreResult<Self> {
-        let pool =
-            PgPoolOptions::new().max_connections(MAX_CONNECTIONS).acquire_timeout(ACQUIRE_TIMEOUT).connect(url).await.map_err(db_err)?;
-        Ok(Self { events: Self::event_batcher(pool.clone()), writer: pool.clone(), pool })
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            // sqlx would ping every connection it hands out: a second round trip for every
+            // statement. A connection in steady use is known to be alive; one that sat idle
+            // (the server may have restarted or a proxy dropped it) is pinged, and replaced if
+            // the ping fails.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_IF_IDLE_FOR {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
+            .connect(url)
+            .await
+            .map_err(db_err)?;
+        Ok(Self::from_pools(pool.clone(), pool))
     }
 
     const MIGRATIONS: &'static [EmbeddedMigration] = crate::migrations::POSTGRES;
 
-    async fn begin_write(&self) -> StoreResult<Transaction<'static, Postgres>> {
-        self.pool.begin().await.map_err(db_err)
+    async fn begin_write_on(writer: &PgPool) -> StoreResult<Transaction<'static, Postgres>> {
+        writer.begin().await.map_err(db_err)
     }
 
     /// Serialization failures and deadlocks abort a transaction that did nothing wrong; the

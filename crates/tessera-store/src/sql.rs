@@ -8,7 +8,7 @@
 //! - `writer: sqlx::Pool<Db>` (field): where writes run — the same pool on PostgreSQL, a
 //!   pool of one connection on SQLite, whose one writer at a time then waits in the pool's
 //!   queue instead of in SQLite's sleeping busy handler;
-//! - `begin_write(&self)`: a transaction that takes the write lock up front (SQLite's
+//! - `begin_write_on(&Pool)`: a transaction that takes the write lock up front (SQLite's
 //!   `BEGIN IMMEDIATE`) or a plain `BEGIN` (PostgreSQL);
 //! - `is_retryable(&StoreError)`: whether a failed transaction may simply run again
 //!   (PostgreSQL serialization failures and deadlocks);
@@ -65,6 +65,30 @@ macro_rules! joined_user_select {
     };
 }
 pub(crate) use joined_user_select;
+
+/// The most events one group-committed insert carries (11 binds each, far below both
+/// databases' limits).
+pub(crate) const MAX_EVENT_BATCH: usize = 512;
+
+/// The most rotations one group-committed transaction carries (19 binds each).
+pub(crate) const MAX_ROTATION_BATCH: usize = 128;
+
+/// One refresh-token rotation waiting for its batch (see `group_commit.rs`).
+#[derive(Debug, Clone)]
+pub(crate) struct PendingRotation {
+    pub tenant_id: uuid::Uuid,
+    pub old_hash: String,
+    pub new_token: tessera_core::model::RefreshToken,
+    pub issued_event: tessera_core::NewEvent,
+}
+
+/// For each requested hash in order, whether this request spends it: the hash was spent by
+/// the batch and no earlier request of the batch claimed it. Two requests for one token in one
+/// batch are a race that only one may win, as if they had come one after the other.
+pub(crate) fn first_claims<'a>(requested: impl Iterator<Item = &'a str>, spent: &std::collections::HashSet<String>) -> Vec<bool> {
+    let mut claimed = std::collections::HashSet::new();
+    requested.map(|hash| spent.contains(hash) && claimed.insert(hash)).collect()
+}
 
 /// How often a transaction that failed with a retryable error is run again.
 pub(crate) const MAX_RETRIES: u32 = 5;
@@ -141,7 +165,7 @@ pub(crate) use retrying;
 macro_rules! write_tx {
     ($store:expr, |$tx:ident| $body:block) => {
         $crate::sql::retrying!({
-            let mut $tx = $store.begin_write().await?;
+            let mut $tx = Self::begin_write_on(&$store.writer).await?;
             let value = $crate::sql::run(async { $body }).await?;
             $tx.commit().await.map_err($crate::sql::db_err)?;
             Ok(value)
@@ -400,37 +424,194 @@ macro_rules! impl_store {
                     Ok(())
                 }
 
-                /// One multi-row insert for a group-committed batch (see `events.rs`).
-                async fn insert_events(pool: &::sqlx::Pool<$db>, events: &[NewEvent]) -> StoreResult<()> {
+                /// One multi-row insert of events (a group-committed batch, or a batch's
+                /// rotations).
+                async fn insert_event_rows<'c, E>(executor: E, events: &[&NewEvent]) -> StoreResult<()>
+                where
+                    E: ::sqlx::Executor<'c, Database = $db>,
+                {
                     let data = events.iter().map(|e| to_json!(e.data)).collect::<StoreResult<Vec<String>>>()?;
-                    retrying!({
-                        let mut builder = ::sqlx::QueryBuilder::<$db>::new(
-                            "INSERT INTO events (id, tenant_id, kind, outcome, reason, occurred_at, user_id, client_id, \
-                             ip, user_agent, data) ",
-                        );
-                        builder.push_values(events.iter().zip(&data), |mut row, (event, data)| {
-                            row.push_bind(event.id)
-                                .push_bind(event.tenant_id)
-                                .push_bind(event.kind.as_str())
-                                .push_bind(event.outcome.as_str())
-                                .push_bind(event.reason.clone())
-                                .push_bind(Self::ts(event.occurred_at))
-                                .push_bind(event.user_id)
-                                .push_bind(event.client_id.clone())
-                                .push_bind(event.ip.clone())
-                                .push_bind(event.user_agent.clone())
-                                .push_bind(data.clone());
-                        });
-                        builder.build().execute(pool).await.map_err(unique_or_db("event_id"))?;
-                        Ok(())
+                    let mut builder = ::sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO events (id, tenant_id, kind, outcome, reason, occurred_at, user_id, client_id, \
+                         ip, user_agent, data) ",
+                    );
+                    builder.push_values(events.iter().zip(data), |mut row, (event, data)| {
+                        row.push_bind(event.id)
+                            .push_bind(event.tenant_id)
+                            .push_bind(event.kind.as_str())
+                            .push_bind(event.outcome.as_str())
+                            .push_bind(event.reason.clone())
+                            .push_bind(Self::ts(event.occurred_at))
+                            .push_bind(event.user_id)
+                            .push_bind(event.client_id.clone())
+                            .push_bind(event.ip.clone())
+                            .push_bind(event.user_agent.clone())
+                            .push_bind(data);
+                    });
+                    builder.build().execute(executor).await.map_err(unique_or_db("event_id"))?;
+                    Ok(())
+                }
+
+                /// The store over its reading and writing pools, with its group-commit writers
+                /// started on the current runtime.
+                pub(crate) fn from_pools(pool: ::sqlx::Pool<$db>, writer: ::sqlx::Pool<$db>) -> Self {
+                    Self { events: Self::event_writer(writer.clone()), rotations: Self::rotation_writer(writer.clone()), writer, pool }
+                }
+
+                /// The group-commit writer of this store's event appends.
+                pub(crate) fn event_writer(writer: ::sqlx::Pool<$db>) -> $crate::group_commit::GroupCommit<NewEvent, ()> {
+                    $crate::group_commit::GroupCommit::start($crate::sql::MAX_EVENT_BATCH, move |events: Vec<NewEvent>| {
+                        let writer = writer.clone();
+                        async move {
+                            let rows: Vec<&NewEvent> = events.iter().collect();
+                            retrying!({ Self::insert_event_rows(&writer, &rows).await })?;
+                            Ok(vec![(); events.len()])
+                        }
                     })
                 }
 
-                /// The group-commit writer of this store's pool.
-                pub(crate) fn event_batcher(writer: ::sqlx::Pool<$db>) -> $crate::events::EventBatcher {
-                    $crate::events::EventBatcher::start(move |events| {
+                /// The group-commit writer of this store's refresh-token rotations.
+                pub(crate) fn rotation_writer(
+                    writer: ::sqlx::Pool<$db>,
+                ) -> $crate::group_commit::GroupCommit<$crate::sql::PendingRotation, bool> {
+                    $crate::group_commit::GroupCommit::start($crate::sql::MAX_ROTATION_BATCH, move |batch: Vec<$crate::sql::PendingRotation>| {
                         let writer = writer.clone();
-                        async move { Self::insert_events(&writer, &events).await }
+                        async move { Self::rotate_batch(&writer, &batch).await }
+                    })
+                }
+
+                /// Spends, in one transaction, every old token of the batch that is unspent and
+                /// whose grant is active, and stores its successor and its event; `true` for the
+                /// rotations that happened. The others — spent before, revoked, unknown, or a
+                /// second request for a token this batch already spends — are left untouched for
+                /// `rotate_one` to judge, so that a replay is handled exactly as without batching.
+                /// Four statements for the whole batch instead of four per rotation.
+                async fn rotate_batch(writer: &::sqlx::Pool<$db>, batch: &[$crate::sql::PendingRotation]) -> StoreResult<Vec<bool>> {
+                    let Some(now) = batch.iter().map(|r| r.new_token.created_at).max() else {
+                        return Ok(Vec::new());
+                    };
+                    retrying!({
+                        let mut tx = Self::begin_write_on(writer).await?;
+                        let mut update = ::sqlx::QueryBuilder::<$db>::new("UPDATE refresh_tokens SET rotated_at = ");
+                        update.push_bind(Self::ts(now)).push(" WHERE rotated_at IS NULL AND (");
+                        for (i, r) in batch.iter().enumerate() {
+                            if i > 0 {
+                                update.push(" OR ");
+                            }
+                            update
+                                .push("(token_hash = ")
+                                .push_bind(r.old_hash.as_str())
+                                .push(" AND tenant_id = ")
+                                .push_bind(r.tenant_id)
+                                .push(")");
+                        }
+                        // Only key columns in the OR list, and the grant's state as a scalar
+                        // subquery (never turned into a join): anything the planner could
+                        // drive from the grant side would read the family's every token
+                        // through the (tenant_id, grant_id) index. The successor's grant is
+                        // checked below instead.
+                        update.push(
+                            ") AND (SELECT g.revoked_at IS NULL FROM grants g WHERE g.tenant_id = refresh_tokens.tenant_id \
+                             AND g.id = refresh_tokens.grant_id) RETURNING token_hash, grant_id",
+                        );
+                        let rows = update.build().fetch_all(&mut *tx).await.map_err(db_err)?;
+                        let mut spent = ::std::collections::HashSet::with_capacity(rows.len());
+                        for row in &rows {
+                            let hash: String = Self::get(row, "token_hash")?;
+                            let grant_id: Uuid = Self::get(row, "grant_id")?;
+                            if batch.iter().any(|r| r.old_hash == hash && r.new_token.grant_id != grant_id) {
+                                // A caller bug. Rolling back keeps every old token of the batch
+                                // usable; written one by one, only the faulty rotation fails.
+                                return Err(StoreError::Database(
+                                    "the successor refresh token must belong to the same grant and tenant".into(),
+                                ));
+                            }
+                            spent.insert(hash);
+                        }
+                        let won = $crate::sql::first_claims(batch.iter().map(|r| r.old_hash.as_str()), &spent);
+                        let winners: Vec<&$crate::sql::PendingRotation> = batch.iter().zip(&won).filter(|(_, w)| **w).map(|(r, _)| r).collect();
+                        if !winners.is_empty() {
+                            let mut insert = ::sqlx::QueryBuilder::<$db>::new(
+                                "INSERT INTO refresh_tokens (token_hash, tenant_id, grant_id, created_at, rotated_at) ",
+                            );
+                            insert.push_values(&winners, |mut row, r| {
+                                row.push_bind(r.new_token.token_hash.as_str())
+                                    .push_bind(r.new_token.tenant_id)
+                                    .push_bind(r.new_token.grant_id)
+                                    .push_bind(Self::ts(r.new_token.created_at))
+                                    .push_bind(r.new_token.rotated_at.map(Self::ts));
+                            });
+                            insert.build().execute(&mut *tx).await.map_err(unique_or_db("refresh_token"))?;
+                            let events: Vec<&NewEvent> = winners.iter().map(|r| &r.issued_event).collect();
+                            Self::insert_event_rows(&mut *tx, &events).await?;
+                        }
+                        tx.commit().await.map_err(db_err)?;
+                        Ok(won)
+                    })
+                }
+
+                /// The rotation of one token outside any batch: spends it if it is unspent, or,
+                /// if it was spent before, revokes its whole family and records `replay_event`.
+                async fn rotate_one(
+                    &self,
+                    tenant_id: Uuid,
+                    old_hash: &str,
+                    new_token: &RefreshToken,
+                    issued_event: &NewEvent,
+                    replay_event: &NewEvent,
+                ) -> StoreResult<Rotation> {
+                    let now = new_token.created_at;
+                    write_tx!(self, |tx| {
+                        // As with codes, the conditional update decides: one caller spends the
+                        // token, the others find `rotated_at` set.
+                        let spent = ::sqlx::query(
+                            "UPDATE refresh_tokens SET rotated_at = $3 \
+                             WHERE tenant_id = $1 AND token_hash = $2 AND rotated_at IS NULL \
+                             AND grant_id IN (SELECT id FROM grants WHERE tenant_id = $1 AND revoked_at IS NULL) \
+                             RETURNING grant_id",
+                        )
+                        .bind(tenant_id)
+                        .bind(old_hash)
+                        .bind(Self::ts(now))
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                        if let Some(row) = spent {
+                            let grant_id: Uuid = Self::get(&row, "grant_id")?;
+                            if new_token.grant_id != grant_id || new_token.tenant_id != tenant_id {
+                                // A caller bug; rolling back keeps the old token usable.
+                                return Err(StoreError::Database(
+                                    "the successor refresh token must belong to the same grant and tenant".into(),
+                                ));
+                            }
+                            Self::insert_refresh_token(&mut *tx, new_token).await?;
+                            Self::insert_event(&mut *tx, issued_event).await?;
+                            return Ok(Rotation::Rotated);
+                        }
+                        let row = ::sqlx::query(
+                            "SELECT r.grant_id, r.rotated_at, g.revoked_at \
+                             FROM refresh_tokens r JOIN grants g ON g.tenant_id = r.tenant_id AND g.id = r.grant_id \
+                             WHERE r.tenant_id = $1 AND r.token_hash = $2",
+                        )
+                        .bind(tenant_id)
+                        .bind(old_hash)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                        let Some(row) = row else {
+                            return Ok(Rotation::Unknown);
+                        };
+                        let grant_id: Uuid = Self::get(&row, "grant_id")?;
+                        let rotated_at = Self::get_opt_ts(&row, "rotated_at")?;
+                        let revoked_at = Self::get_opt_ts(&row, "revoked_at")?;
+                        if revoked_at.is_some() || rotated_at.is_none() {
+                            return Ok(Rotation::Unknown);
+                        }
+                        // A spent token came back: either its rightful holder or a thief has the
+                        // successor, and we cannot tell which, so the whole family ends.
+                        Self::revoke_grant_row(&mut *tx, tenant_id, grant_id, now).await?;
+                        Self::insert_event(&mut *tx, replay_event).await?;
+                        Ok(Rotation::Replayed { grant_id })
                     })
                 }
 
@@ -1126,9 +1307,14 @@ macro_rules! impl_store {
                     let row = ::sqlx::query(::std::concat!(
                         "SELECT r.token_hash, r.created_at AS token_created_at, r.rotated_at, g.*, ",
                         $crate::sql::joined_user_select!(),
-                        " FROM refresh_tokens r JOIN grants g ON g.tenant_id = r.tenant_id AND g.id = r.grant_id \
-                         LEFT JOIN users u ON u.tenant_id = g.tenant_id AND u.id = g.user_id \
-                         WHERE r.tenant_id = $1 AND r.token_hash = $2",
+                        // The token is found by its key first (`LIMIT 1` keeps the planner from
+                        // flattening the subquery): on tables without statistics yet, as after a
+                        // fresh install, PostgreSQL otherwise starts from the tenant's grants and
+                        // reads each family's every token through the grant index.
+                        " FROM (SELECT token_hash, tenant_id, grant_id, created_at, rotated_at FROM refresh_tokens \
+                         WHERE tenant_id = $1 AND token_hash = $2 LIMIT 1) r \
+                         JOIN grants g ON g.tenant_id = r.tenant_id AND g.id = r.grant_id \
+                         LEFT JOIN users u ON u.tenant_id = g.tenant_id AND u.id = g.user_id",
                     ))
                     .bind(tenant_id)
                     .bind(token_hash)
@@ -1157,59 +1343,18 @@ macro_rules! impl_store {
                     issued_event: &NewEvent,
                     replay_event: &NewEvent,
                 ) -> StoreResult<Rotation> {
-                    let now = new_token.created_at;
-                    write_tx!(self, |tx| {
-                        // As with codes, the conditional update decides: one caller spends the
-                        // token, the others find `rotated_at` set.
-                        let spent = ::sqlx::query(
-                            "UPDATE refresh_tokens SET rotated_at = $3 \
-                             WHERE tenant_id = $1 AND token_hash = $2 AND rotated_at IS NULL \
-                             AND grant_id IN (SELECT id FROM grants WHERE tenant_id = $1 AND revoked_at IS NULL) \
-                             RETURNING grant_id",
-                        )
-                        .bind(tenant_id)
-                        .bind(old_hash)
-                        .bind(Self::ts(now))
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(db_err)?;
-                        if let Some(row) = spent {
-                            let grant_id: Uuid = Self::get(&row, "grant_id")?;
-                            if new_token.grant_id != grant_id || new_token.tenant_id != tenant_id {
-                                // A caller bug; rolling back keeps the old token usable.
-                                return Err(StoreError::Database(
-                                    "the successor refresh token must belong to the same grant and tenant".into(),
-                                ));
-                            }
-                            Self::insert_refresh_token(&mut *tx, new_token).await?;
-                            Self::insert_event(&mut *tx, issued_event).await?;
+                    if new_token.tenant_id == tenant_id {
+                        let pending = $crate::sql::PendingRotation {
+                            tenant_id,
+                            old_hash: old_hash.to_owned(),
+                            new_token: new_token.clone(),
+                            issued_event: issued_event.clone(),
+                        };
+                        if self.rotations.submit(pending).await? {
                             return Ok(Rotation::Rotated);
                         }
-                        let row = ::sqlx::query(
-                            "SELECT r.grant_id, r.rotated_at, g.revoked_at \
-                             FROM refresh_tokens r JOIN grants g ON g.tenant_id = r.tenant_id AND g.id = r.grant_id \
-                             WHERE r.tenant_id = $1 AND r.token_hash = $2",
-                        )
-                        .bind(tenant_id)
-                        .bind(old_hash)
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(db_err)?;
-                        let Some(row) = row else {
-                            return Ok(Rotation::Unknown);
-                        };
-                        let grant_id: Uuid = Self::get(&row, "grant_id")?;
-                        let rotated_at = Self::get_opt_ts(&row, "rotated_at")?;
-                        let revoked_at = Self::get_opt_ts(&row, "revoked_at")?;
-                        if revoked_at.is_some() || rotated_at.is_none() {
-                            return Ok(Rotation::Unknown);
-                        }
-                        // A spent token came back: either its rightful holder or a thief has the
-                        // successor, and we cannot tell which, so the whole family ends.
-                        Self::revoke_grant_row(&mut *tx, tenant_id, grant_id, now).await?;
-                        Self::insert_event(&mut *tx, replay_event).await?;
-                        Ok(Rotation::Replayed { grant_id })
-                    })
+                    }
+                    self.rotate_one(tenant_id, old_hash, new_token, issued_event, replay_event).await
                 }
 
                 async fn revoke_grants_for_client(
@@ -1494,7 +1639,7 @@ macro_rules! impl_store {
             #[::async_trait::async_trait]
             impl EventStore for $store {
                 async fn append_event(&self, event: &NewEvent) -> StoreResult<()> {
-                    self.events.append(event.clone()).await
+                    self.events.submit(event.clone()).await
                 }
 
                 async fn list_events(&self, tenant_id: Uuid, limit: u32, before: Option<Uuid>) -> StoreResult<Vec<NewEvent>> {

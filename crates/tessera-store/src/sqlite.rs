@@ -56,7 +56,9 @@ pub struct SqliteStore {
     /// queue and get the connection the moment it is free. The busy timeout still covers
     /// other processes (the CLI) writing to the same file.
     writer: SqlitePool,
-    events: crate::events::EventBatcher,
+    /// Group-committed writes (see `group_commit.rs`).
+    events: crate::group_commit::GroupCommit<tessera_core::NewEvent, ()>,
+    rotations: crate::group_commit::GroupCommit<crate::sql::PendingRotation, bool>,
 }
 
 impl SqliteStore {
@@ -80,6 +82,9 @@ impl SqliteStore {
             // Every connection to `:memory:` is a database of its own, and it vanishes with
             // its last connection: keep exactly one, forever, for reads and writes alike.
             let pool = SqlitePoolOptions::new()
+                // An in-process connection cannot go stale: no ping before each use (sqlx's
+                // default, a round trip to the connection's thread for every statement).
+                .test_before_acquire(false)
                 .max_connections(1)
                 .min_connections(1)
                 .idle_timeout(None)
@@ -88,7 +93,7 @@ impl SqliteStore {
                 .connect_with(options)
                 .await
                 .map_err(db_err)?;
-            return Ok(Self { events: Self::event_batcher(pool.clone()), writer: pool.clone(), pool });
+            return Ok(Self::from_pools(pool.clone(), pool));
         }
         if let Some(dir) = options.get_filename().parent()
             && !dir.as_os_str().is_empty()
@@ -97,18 +102,24 @@ impl SqliteStore {
         }
         // The writer connects first: it creates the file (`mode=rwc`) and switches it to WAL.
         let writer = SqlitePoolOptions::new()
+            // An in-process connection cannot go stale: no ping before each use (sqlx's
+            // default, a round trip to the connection's thread for every statement).
+            .test_before_acquire(false)
             .max_connections(1)
             .acquire_timeout(BUSY_TIMEOUT * 2)
             .connect_with(options.clone())
             .await
             .map_err(db_err)?;
         let pool = SqlitePoolOptions::new()
+            // An in-process connection cannot go stale: no ping before each use (sqlx's
+            // default, a round trip to the connection's thread for every statement).
+            .test_before_acquire(false)
             .max_connections(MAX_READERS)
             .acquire_timeout(BUSY_TIMEOUT * 2)
             .connect_with(options)
             .await
             .map_err(db_err)?;
-        Ok(Self { events: Self::event_batcher(writer.clone()), writer, pool })
+        Ok(Self::from_pools(pool, writer))
     }
 
     const MIGRATIONS: &'static [EmbeddedMigration] = crate::migrations::SQLITE;
@@ -116,8 +127,8 @@ impl SqliteStore {
     /// `BEGIN IMMEDIATE` takes the write lock up front. A plain (deferred) `BEGIN` that reads
     /// first and writes later cannot wait for a lock another writer holds: in WAL mode its
     /// snapshot may be stale, so SQLite fails it with SQLITE_BUSY at once, busy timeout or not.
-    async fn begin_write(&self) -> StoreResult<Transaction<'static, Sqlite>> {
-        self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)
+    async fn begin_write_on(writer: &SqlitePool) -> StoreResult<Transaction<'static, Sqlite>> {
+        writer.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)
     }
 
     /// Writers are serialized by the writer pool and the write lock, so nothing is worth

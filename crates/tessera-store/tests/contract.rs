@@ -173,6 +173,7 @@ contract![
     refresh_tokens_rotate_and_a_replay_revokes_the_family,
     concurrent_rotations_have_one_winner,
     a_burst_of_independent_writers_all_succeed,
+    rotations_written_together_keep_their_own_outcomes,
     expiry_comparisons_are_exact_to_the_microsecond,
     delete_expired_removes_only_what_expired,
     signing_keys_rotate,
@@ -987,6 +988,69 @@ async fn a_burst_of_independent_writers_all_succeed(db: TestDb) {
         let found = store.find_refresh_token(t, &format!("second-{i}")).await.expect("find").expect("successor stored");
         assert_eq!(found.grant.id, grant.id);
     }
+}
+
+/// Rotations that arrive together are written together, yet each keeps its own outcome: one
+/// that cannot be stored (its successor's hash is taken) fails alone and leaves its old token
+/// unspent, and a replay among them still revokes only its own family.
+async fn rotations_written_together_keep_their_own_outcomes(db: TestDb) {
+    let store = db.open().await;
+    let t = create_tenant(&store, "acme").await.id;
+    let user = create_user(&store, t, "ada@example.com").await;
+    let mut grants = Vec::new();
+    for i in 0..30 {
+        let grant = create_grant(&store, t, Some(user.id), "app").await;
+        store
+            .create_refresh_token(&new_refresh_token(&grant, &format!("old-{i}")), &event(t, EventKind::TokenIssued))
+            .await
+            .expect("token");
+        grants.push(grant);
+    }
+    // Family 0 has been rotated once already: presenting old-0 again is a replay.
+    let first = new_refresh_token(&grants[0], "already-rotated");
+    store
+        .rotate_refresh_token(t, "old-0", &first, &event(t, EventKind::TokenIssued), &event(t, EventKind::RefreshTokenReused))
+        .await
+        .expect("rotate");
+    // Family 1's successor collides with the token family 2 already holds.
+    let results = futures_join_all(grants.iter().enumerate().map(|(i, grant)| {
+        let store = store.clone();
+        let successor = match i {
+            1 => new_refresh_token(grant, "old-2"),
+            _ => new_refresh_token(grant, &format!("new-{i}")),
+        };
+        async move {
+            store
+                .rotate_refresh_token(
+                    t,
+                    &format!("old-{i}"),
+                    &successor,
+                    &event(t, EventKind::TokenIssued),
+                    &event(t, EventKind::RefreshTokenReused),
+                )
+                .await
+        }
+    }))
+    .await;
+    for (i, result) in results.into_iter().enumerate() {
+        match i {
+            0 => assert_eq!(result.expect("replay"), Rotation::Replayed { grant_id: grants[0].id }),
+            1 => assert!(matches!(result, Err(StoreError::Conflict(_))), "a taken successor hash: {result:?}"),
+            _ => assert_eq!(result.expect("rotation"), Rotation::Rotated, "family {i}"),
+        }
+    }
+    assert!(is_revoked(&store, t, grants[0].id).await);
+    assert_eq!(store.find_refresh_token(t, "old-1").await.expect("find").expect("old-1").token.rotated_at, None);
+    assert!(!is_revoked(&store, t, grants[1].id).await);
+    for (i, grant) in grants.iter().enumerate().skip(2) {
+        assert!(!is_revoked(&store, t, grant.id).await, "family {i}");
+        let found = store.find_refresh_token(t, &format!("new-{i}")).await.expect("find").expect("successor stored");
+        assert_eq!(found.grant.id, grant.id);
+    }
+    let kinds = event_kinds(&store, t).await;
+    // 30 first tokens, the earlier rotation of family 0, and 28 rotations now.
+    assert_eq!(count(&kinds, EventKind::TokenIssued), 30 + 1 + 28);
+    assert_eq!(count(&kinds, EventKind::RefreshTokenReused), 1);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,0 +1,177 @@
+//! Group commit for the writes on the token hot paths: event appends (a `client_credentials`
+//! token writes one event and nothing else) and refresh-token rotations. Callers queue their
+//! write here; one task per store and kind takes whatever has queued, writes it all in one
+//! statement or one transaction, and answers every caller with its own outcome. A caller still
+//! returns only after its write is durable, so nothing is lost when a node dies; under load
+//! many writes share one round trip and one commit, and an idle server pays only a channel hop.
+//!
+//! ```text
+//!   caller ─┐                      ┌─ flush(batch of ≤ max) ─ Ok(outcomes) ─▶ each caller its own
+//!   caller ─┼─▶ queue ─▶ writer ───┤
+//!   caller ─┘                      └─ Err ─▶ one by one again, so one bad item fails alone
+//! ```
+
+use crate::{StoreError, StoreResult};
+use std::future::Future;
+use tokio::sync::{mpsc, oneshot};
+
+/// Writes waiting beyond this apply back-pressure to their callers.
+const QUEUE_CAPACITY: usize = 8192;
+
+/// What a caller learns of a failure: a cloneable copy of the store's error (one failed batch
+/// may have to tell several callers).
+#[derive(Debug, Clone)]
+enum Failure {
+    Conflict(&'static str),
+    Other(String),
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(what) => Self::Conflict(what),
+            other => Self::Other(other.to_string()),
+        }
+    }
+}
+
+impl From<Failure> for StoreError {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::Conflict(what) => StoreError::Conflict(what),
+            Failure::Other(message) => StoreError::Database(message.into()),
+        }
+    }
+}
+
+type Ack<O> = oneshot::Sender<Result<O, Failure>>;
+
+/// The queue in front of one batch writer: items `I` in, one outcome `O` per item out.
+#[derive(Debug)]
+pub(crate) struct GroupCommit<I, O> {
+    queue: mpsc::Sender<(I, Ack<O>)>,
+}
+
+impl<I, O> Clone for GroupCommit<I, O> {
+    fn clone(&self) -> Self {
+        Self { queue: self.queue.clone() }
+    }
+}
+
+impl<I, O> GroupCommit<I, O>
+where
+    I: Clone + Send + 'static,
+    O: Send + 'static,
+{
+    /// Starts the writer task on the current runtime. `flush` writes one batch of at most
+    /// `max_batch` items atomically and returns one outcome per item, in order.
+    pub(crate) fn start<F, Fut>(max_batch: usize, flush: F) -> Self
+    where
+        F: Fn(Vec<I>) -> Fut + Send + 'static,
+        Fut: Future<Output = StoreResult<Vec<O>>> + Send,
+    {
+        let (queue, mut pending) = mpsc::channel::<(I, Ack<O>)>(QUEUE_CAPACITY);
+        tokio::spawn(async move {
+            while let Some(first) = pending.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < max_batch {
+                    match pending.try_recv() {
+                        Ok(next) => batch.push(next),
+                        Err(_) => break,
+                    }
+                }
+                let (items, acks): (Vec<I>, Vec<Ack<O>>) = batch.into_iter().unzip();
+                if items.len() == 1 {
+                    answer(acks, flush(items).await);
+                    continue;
+                }
+                match flush(items.clone()).await {
+                    Ok(outcomes) if outcomes.len() == acks.len() => answer(acks, Ok(outcomes)),
+                    // The batch was rolled back as a whole: write each item alone, so that
+                    // only the one at fault fails.
+                    _ => {
+                        for (item, ack) in items.into_iter().zip(acks) {
+                            answer(vec![ack], flush(vec![item]).await);
+                        }
+                    }
+                }
+            }
+        });
+        Self { queue }
+    }
+
+    /// Queues one item and waits until its batch is written.
+    pub(crate) async fn submit(&self, item: I) -> StoreResult<O> {
+        let (ack, done) = oneshot::channel();
+        let stopped = || StoreError::Database("the batch writer has stopped".into());
+        self.queue.send((item, ack)).await.map_err(|_| stopped())?;
+        Ok(done.await.map_err(|_| stopped())??)
+    }
+}
+
+/// Sends each caller its outcome. A caller that gave up (its request was cancelled) no longer
+/// listens, which is fine: its write happened or failed all the same.
+fn answer<O>(acks: Vec<Ack<O>>, result: StoreResult<Vec<O>>) {
+    match result {
+        Ok(outcomes) if outcomes.len() == acks.len() => {
+            for (ack, outcome) in acks.into_iter().zip(outcomes) {
+                let _ = ack.send(Ok(outcome));
+            }
+        }
+        Ok(outcomes) => {
+            let failure = Failure::Other(format!("a batch of {} writes returned {} outcomes", acks.len(), outcomes.len()));
+            for ack in acks {
+                let _ = ack.send(Err(failure.clone()));
+            }
+        }
+        Err(e) => {
+            let failure = Failure::from(e);
+            for ack in acks {
+                let _ = ack.send(Err(failure.clone()));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// A flush that doubles numbers, refuses 13, and records the batch sizes it saw.
+    fn doubler(sizes: Arc<Mutex<Vec<usize>>>) -> GroupCommit<u32, u32> {
+        GroupCommit::start(4, move |items: Vec<u32>| {
+            let sizes = sizes.clone();
+            async move {
+                sizes.lock().expect("sizes").push(items.len());
+                tokio::task::yield_now().await;
+                if items.contains(&13) {
+                    return Err(StoreError::Conflict("thirteen"));
+                }
+                Ok(items.iter().map(|i| i * 2).collect())
+            }
+        })
+    }
+
+    #[tokio::test]
+    async fn concurrent_callers_share_batches_and_each_gets_its_own_outcome() {
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let writer = doubler(sizes.clone());
+        let calls: Vec<_> = (0..20u32)
+            .map(|i| {
+                let writer = writer.clone();
+                tokio::spawn(async move { (i, writer.submit(i).await) })
+            })
+            .collect();
+        for call in calls {
+            let (i, outcome) = call.await.expect("task");
+            match i {
+                13 => assert!(matches!(outcome, Err(StoreError::Conflict("thirteen")))),
+                _ => assert_eq!(outcome.expect("outcome"), i * 2),
+            }
+        }
+        let sizes = sizes.lock().expect("sizes");
+        assert!(sizes.iter().all(|&n| n <= 4), "a batch exceeded the limit: {sizes:?}");
+        assert!(sizes.iter().any(|&n| n > 1), "no batch was shared: {sizes:?}");
+    }
+}
