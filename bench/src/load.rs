@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 
 /// Why an operation did not succeed.
 #[derive(Debug, Clone)]
@@ -166,17 +166,12 @@ pub async fn open_loop(rate: f64, max_in_flight: usize, vus: usize, limits: Limi
     let period = Duration::from_secs_f64(1.0 / rate.max(0.001));
     let started = Instant::now();
     let deadline = started + limits.duration;
-    let mut ticker = tokio::time::interval_at(started, period);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
+    let mut starts = schedule(started, period, deadline, limits.max_ops);
     let slots = Arc::new(Semaphore::new(max_in_flight.max(1)));
     let mut running: JoinSet<(OpResult, Duration)> = JoinSet::new();
     let mut total = LoadStats::default();
     let mut n: u64 = 0;
-    loop {
-        let scheduled = ticker.tick().await;
-        if scheduled >= deadline || n >= limits.max_ops {
-            break;
-        }
+    while let Some(scheduled) = starts.recv().await {
         match slots.clone().try_acquire_owned() {
             Ok(permit) => {
                 let op = op.clone();
@@ -199,6 +194,37 @@ pub async fn open_loop(rate: f64, max_in_flight: usize, vus: usize, limits: Limi
     }
     total.elapsed = started.elapsed();
     total
+}
+
+/// How long the schedule thread sleeps at least: starts due within it go together, which
+/// bounds the thread's wake-ups (and the CPU the generator takes from the server on a small
+/// machine) at the price of starting up to this much late — still measured from the schedule.
+const SCHEDULE_QUANTUM: Duration = Duration::from_micros(200);
+
+/// The start instants `started + k × period` before `deadline` (at most `max_ops`), each sent
+/// when it comes. A thread of its own keeps the schedule: tokio's timer has a resolution of
+/// 1 ms, so at thousands of starts a second its ticks would come in bursts up to 1 ms late,
+/// and that lateness — the generator's, not the server's — would count as latency. Starts the
+/// thread is late for (the machine is busy) are sent at once and still measured from their
+/// scheduled instants.
+fn schedule(started: Instant, period: Duration, deadline: Instant, max_ops: u64) -> tokio::sync::mpsc::UnboundedReceiver<Instant> {
+    let (starts, received) = tokio::sync::mpsc::unbounded_channel();
+    let (started, deadline) = (started.into_std(), deadline.into_std());
+    std::thread::spawn(move || {
+        let start_of = |k: u64| Some(started + period.mul_f64(k as f64)).filter(|at| k < max_ops && *at < deadline);
+        let mut k = 0;
+        while let Some(next) = start_of(k) {
+            std::thread::sleep(next.saturating_duration_since(std::time::Instant::now()).max(SCHEDULE_QUANTUM));
+            let now = std::time::Instant::now();
+            while let Some(at) = start_of(k).filter(|at| *at <= now) {
+                if starts.send(Instant::from_std(at)).is_err() {
+                    return;
+                }
+                k += 1;
+            }
+        }
+    });
+    received
 }
 
 fn collect(total: &mut LoadStats, done: Result<(OpResult, Duration), tokio::task::JoinError>) {

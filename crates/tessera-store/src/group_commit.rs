@@ -18,6 +18,9 @@ use tokio::sync::{mpsc, oneshot};
 /// Writes waiting beyond this apply back-pressure to their callers.
 const QUEUE_CAPACITY: usize = 8192;
 
+/// How many times the writer lets other tasks run while its batch keeps growing.
+const SCHEDULER_TURNS: usize = 4;
+
 /// What a caller learns of a failure: a cloneable copy of the store's error (one failed batch
 /// may have to tell several callers).
 #[derive(Debug, Clone)]
@@ -74,10 +77,14 @@ where
         tokio::spawn(async move {
             while let Some(first) = pending.recv().await {
                 let mut batch = vec![first];
-                while batch.len() < max_batch {
-                    match pending.try_recv() {
-                        Ok(next) => batch.push(next),
-                        Err(_) => break,
+                // A few turns of the scheduler first, so that the requests running right now
+                // can queue their writes too: free when the server is idle (nothing else
+                // runs), and under load it turns many small commits, each waking the
+                // database connection, into a few large ones.
+                for _ in 0..SCHEDULER_TURNS {
+                    tokio::task::yield_now().await;
+                    if drain(&mut pending, &mut batch, max_batch) == 0 || batch.len() == max_batch {
+                        break;
                     }
                 }
                 let (items, acks): (Vec<I>, Vec<Ack<O>>) = batch.into_iter().unzip();
@@ -107,6 +114,18 @@ where
         self.queue.send((item, ack)).await.map_err(|_| stopped())?;
         Ok(done.await.map_err(|_| stopped())??)
     }
+}
+
+/// Moves what has queued into `batch`, up to `max_batch` items; how many it moved.
+fn drain<T>(pending: &mut mpsc::Receiver<T>, batch: &mut Vec<T>, max_batch: usize) -> usize {
+    let before = batch.len();
+    while batch.len() < max_batch {
+        match pending.try_recv() {
+            Ok(next) => batch.push(next),
+            Err(_) => break,
+        }
+    }
+    batch.len() - before
 }
 
 /// Sends each caller its outcome. A caller that gave up (its request was cancelled) no longer
