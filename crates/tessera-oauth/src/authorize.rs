@@ -106,9 +106,10 @@ pub async fn validate(
 ) -> Result<AuthorizationRequest, AuthorizeError> {
     let page = |e: OAuthError| AuthorizeError::Page(e);
     let client_id = params.client_id.as_deref().ok_or_else(|| page(OAuthError::invalid_request("client_id is missing")))?;
+    // Through the per-node cache, as at the token endpoint: a change to the client's redirect
+    // URIs reaches every node within the cache's few seconds.
     let client = engine
-        .store
-        .find_client(tenant.id, client_id)
+        .client(tenant.id, client_id)
         .await
         .map_err(|e| page(e.into()))?
         .ok_or_else(|| page(OAuthError::invalid_request("unknown client_id")))?;
