@@ -22,35 +22,66 @@ pub fn phc(password: &str) -> anyhow::Result<String> {
     Ok(hasher()?.hash_password(password.as_bytes()).map_err(|e| anyhow!("argon2: {e}"))?.to_string())
 }
 
-#[derive(Debug, Clone)]
+/// Hash times gathered in one or more sittings (see [`measure`]); the report uses medians over
+/// all of them, so that one noisy moment of a shared machine does not set the yardstick.
+#[derive(Debug, Clone, Default)]
 pub struct HashTiming {
-    /// One thread hashing on an otherwise idle machine: the yardstick.
-    pub median: Duration,
-    pub min: Duration,
-    pub samples: usize,
+    /// One thread hashing while nothing else of the run loads the machine: the yardstick.
+    single: Vec<Duration>,
     /// Every core hashing at once, as during a sign-in load: Argon2 touches 19 MiB per hash,
     /// so where the cores share caches and memory bandwidth a hash may be slower than alone.
-    pub all_cores_median: Duration,
+    all_cores: Vec<Duration>,
+    sittings: usize,
 }
 
-/// Hashes `samples` times on one thread (after one warm-up), then `samples` times on each of
-/// `cores` threads at once, and keeps the medians.
+impl HashTiming {
+    /// The median single-thread hash time over every sitting.
+    pub fn median(&self) -> Duration {
+        median(&self.single)
+    }
+
+    pub fn min(&self) -> Duration {
+        self.single.iter().min().copied().unwrap_or_default()
+    }
+
+    pub fn samples(&self) -> usize {
+        self.single.len()
+    }
+
+    pub fn sittings(&self) -> usize {
+        self.sittings
+    }
+
+    /// The median hash time with every core hashing, over every sitting.
+    pub fn all_cores_median(&self) -> Duration {
+        median(&self.all_cores)
+    }
+
+    /// Adds another sitting's samples.
+    pub fn extend(&mut self, other: HashTiming) {
+        self.single.extend(other.single);
+        self.all_cores.extend(other.all_cores);
+        self.sittings += other.sittings;
+    }
+}
+
+fn median(times: &[Duration]) -> Duration {
+    let mut sorted = times.to_vec();
+    sorted.sort();
+    sorted.get(sorted.len() / 2).copied().unwrap_or_default()
+}
+
+/// One sitting: hashes `samples` times on one thread (after one warm-up), then `samples` times
+/// on each of `cores` threads at once.
 pub async fn measure(samples: usize, cores: usize) -> anyhow::Result<HashTiming> {
     tokio::task::spawn_blocking(move || {
-        let mut times = time_hashes(samples)?;
-        times.sort();
+        let single = time_hashes(samples)?;
         let threads: Vec<_> = (0..cores.max(1)).map(|_| std::thread::spawn(move || time_hashes(samples))).collect();
         let mut all_cores = Vec::with_capacity(samples * threads.len());
         for thread in threads {
             all_cores.extend(thread.join().map_err(|_| anyhow!("a hashing thread panicked"))??);
         }
-        all_cores.sort();
-        Ok(HashTiming {
-            median: times[times.len() / 2],
-            min: times[0],
-            samples: times.len(),
-            all_cores_median: all_cores[all_cores.len() / 2],
-        })
+        Ok(HashTiming { single, all_cores, sittings: 1 })
     })
     .await
     .map_err(|e| anyhow!("hash timing task failed: {e}"))?

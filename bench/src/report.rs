@@ -330,20 +330,21 @@ pub fn render(measurements: &[Measurement], info: &RunInfo) -> String {
     // Sign-in against the hashing ceiling.
     let mut sign_in_rows = Vec::new();
     if let Some(hash) = &info.hash {
-        let hash_s = hash.median.as_secs_f64();
+        let hash_s = hash.median().as_secs_f64();
         let ceiling = info.cores as f64 / hash_s;
         let _ = writeln!(w, "\n### Password sign-in and the Argon2id ceiling\n");
         let _ = writeln!(
             w,
-            "Argon2id at m = 19456 KiB, t = 2, p = 1 takes **{:.1} ms** here (median of {}, fastest {:.1} ms), so {} cores can do at most **{:.1} sign-ins/s** ({:.1} per core).\n",
+            "Argon2id at m = 19456 KiB, t = 2, p = 1 takes **{:.1} ms** here (median of {} hashes in {} sittings — before the load and before each round — fastest {:.1} ms), so {} cores can do at most **{:.1} sign-ins/s** ({:.1} per core).\n",
             hash_s * 1000.0,
-            hash.samples,
-            hash.min.as_secs_f64() * 1000.0,
+            hash.samples(),
+            hash.sittings(),
+            hash.min().as_secs_f64() * 1000.0,
             info.cores,
             ceiling,
             1.0 / hash_s
         );
-        let loaded_s = hash.all_cores_median.as_secs_f64();
+        let loaded_s = hash.all_cores_median().as_secs_f64();
         let loaded_ceiling = info.cores as f64 / loaded_s;
         let _ = writeln!(
             w,
@@ -553,7 +554,7 @@ pub fn render(measurements: &[Measurement], info: &RunInfo) -> String {
         );
     }
     if let Some(hash) = &info.hash {
-        let hash_s = hash.median.as_secs_f64();
+        let hash_s = hash.median().as_secs_f64();
         let workers = info.cores as f64;
         // Queue bound: at most 16 waiters per worker plus the running ones.
         let queue_bound_ms = (16.0 * workers + workers) * hash_s / workers * 1000.0;
