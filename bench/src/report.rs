@@ -361,7 +361,7 @@ pub fn render(measurements: &[Measurement], info: &RunInfo) -> String {
         for s in summaries.iter().filter(|s| s.scenario == Scenario::SignIn) {
             let fraction = s.ops_per_sec / ceiling;
             let cpu_fraction = s.per_cpu_second().map(|p| p * hash_s);
-            sign_in_rows.push((s.system.clone(), fraction, cpu_fraction));
+            sign_in_rows.push((s.system.clone(), s.ops_per_sec / loaded_ceiling, fraction, cpu_fraction));
             let _ = writeln!(
                 w,
                 "| {} | {} | {} | {:.2} | {:.2} | {} | {} |",
@@ -377,6 +377,10 @@ pub fn render(measurements: &[Measurement], info: &RunInfo) -> String {
         let _ = writeln!(
             w,
             "\nThe load generator runs on the same cores (see \"Where the CPU went\"), so the wall-clock fraction understates what the server alone could do; the CPU-s fraction is the server's own efficiency."
+        );
+        let _ = writeln!(
+            w,
+            "\nThe verdict below takes the **all-cores ceiling**: it is the most hashes per second this machine does, measured, whereas cores ÷ the single-thread time assumes cores that do not slow each other down. Argon2id fills 19 MiB per hash; where one hash fits the shared cache and two do not, a lone hash is faster than any hash of a sign-in load."
         );
     }
 
@@ -522,12 +526,12 @@ pub fn render(measurements: &[Measurement], info: &RunInfo) -> String {
             verdict(thr.map(|r| r >= 2.0))
         );
     }
-    for (system, fraction, cpu_fraction) in &sign_in_rows {
+    for (system, all_cores_fraction, single_fraction, cpu_fraction) in &sign_in_rows {
         let _ = writeln!(
             w,
-            "| password sign-in per core ≥ 0.85 of the Argon2id ceiling | {system} | {fraction:.2} of cores ÷ hash time ({} per server CPU-s) | {} |",
+            "| password sign-in per core ≥ 0.85 of the Argon2id ceiling | {system} | {all_cores_fraction:.2} of the all-cores ceiling ({single_fraction:.2} of cores ÷ single-thread hash time, {} per server CPU-s) | {} |",
             opt(*cpu_fraction, |f| format!("{f:.2}")),
-            verdict(Some(*fraction >= 0.85))
+            verdict(Some(*all_cores_fraction >= 0.85))
         );
     }
     for (name, _) in &tessera {

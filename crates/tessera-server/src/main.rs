@@ -72,11 +72,11 @@ enum Command {
     Events(EventsCommand),
 }
 
-fn init_logging(json: bool) {
-    // No line per request by default (`tower_http=info` turns that access log on): at ten
-    // thousand tokens a second it cost 8 % of the CPU, and requests are counted in /metrics
-    // and sign-ins, tokens and changes recorded as events anyway. Server errors are logged.
-    let filter = EnvFilter::try_from_env("TESSERA_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=warn"));
+fn init_logging(json: bool, access_log: bool) {
+    // `TESSERA_LOG` decides alone when set; otherwise server errors are always logged and the
+    // line per request (`tower_http=info`) only with `access_log`.
+    let default_filter = if access_log { "info,sqlx=warn,tower_http=info" } else { "info,sqlx=warn,tower_http=warn" };
+    let filter = EnvFilter::try_from_env("TESSERA_LOG").unwrap_or_else(|_| EnvFilter::new(default_filter));
     let colours = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colours);
     if json {
@@ -109,7 +109,7 @@ async fn run() -> anyhow::Result<()> {
     // Admin commands keep stderr quiet so `--json` output stays clean to read.
     let serving = matches!(cli.command, Command::Serve { .. });
     if serving {
-        init_logging(config.log_format == "json");
+        init_logging(config.log_format == "json", config.access_log || config.dev_mode);
     }
     let rt = Runtime::start_default(config).await?;
     match cli.command {
