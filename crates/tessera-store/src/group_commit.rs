@@ -8,7 +8,8 @@
 //! ```text
 //!   caller ─┐                      ┌─ flush(batch of ≤ max) ─ Ok(outcomes) ─▶ each caller its own
 //!   caller ─┼─▶ queue ─▶ writer ───┤
-//!   caller ─┘                      └─ Err ─▶ one by one again, so one bad item fails alone
+//!   caller ─┘                      ├─ Err(Item) ─▶ one by one again, so one bad item fails alone
+//!                                  └─ Err(Batch) ─▶ every caller of the batch gets the error
 //! ```
 
 use crate::{StoreError, StoreResult};
@@ -49,6 +50,37 @@ impl From<Failure> for StoreError {
 
 type Ack<O> = oneshot::Sender<Result<O, Failure>>;
 
+/// Why a batch was not written.
+#[derive(Debug)]
+pub(crate) enum BatchFailure {
+    /// One of the items refused it (a unique constraint, a caller's mistake) and the
+    /// transaction rolled back before its commit: written again one by one, only that item
+    /// fails.
+    Item(StoreError),
+    /// Anything else — the database failed, or the commit's fate is unknown because the
+    /// connection dropped while committing. Every caller of the batch gets the error. Writing
+    /// the items again could repeat writes that did land (a rotation repeated after its lost
+    /// acknowledgement looks like a replay and would end a customer's sessions), and a failing
+    /// database would be waited on once per item while the queue stands still.
+    Batch(StoreError),
+}
+
+impl BatchFailure {
+    /// A unique-constraint refusal is an item's fault; any other error is the batch's.
+    pub(crate) fn of(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(_) => Self::Item(e),
+            other => Self::Batch(other),
+        }
+    }
+
+    fn into_error(self) -> StoreError {
+        match self {
+            Self::Item(e) | Self::Batch(e) => e,
+        }
+    }
+}
+
 /// The queue in front of one batch writer: items `I` in, one outcome `O` per item out.
 #[derive(Debug)]
 pub(crate) struct GroupCommit<I, O> {
@@ -71,7 +103,7 @@ where
     pub(crate) fn start<F, Fut>(max_batch: usize, flush: F) -> Self
     where
         F: Fn(Vec<I>) -> Fut + Send + 'static,
-        Fut: Future<Output = StoreResult<Vec<O>>> + Send,
+        Fut: Future<Output = Result<Vec<O>, BatchFailure>> + Send,
     {
         let (queue, mut pending) = mpsc::channel::<(I, Ack<O>)>(QUEUE_CAPACITY);
         tokio::spawn(async move {
@@ -89,18 +121,18 @@ where
                 }
                 let (items, acks): (Vec<I>, Vec<Ack<O>>) = batch.into_iter().unzip();
                 if items.len() == 1 {
-                    answer(acks, flush(items).await);
+                    answer(acks, flush(items).await.map_err(BatchFailure::into_error));
                     continue;
                 }
                 match flush(items.clone()).await {
-                    Ok(outcomes) if outcomes.len() == acks.len() => answer(acks, Ok(outcomes)),
-                    // The batch was rolled back as a whole: write each item alone, so that
-                    // only the one at fault fails.
-                    _ => {
+                    // An item refused the batch, which rolled back as a whole: write each item
+                    // alone, so that only the one at fault fails.
+                    Err(BatchFailure::Item(_)) => {
                         for (item, ack) in items.into_iter().zip(acks) {
-                            answer(vec![ack], flush(vec![item]).await);
+                            answer(vec![ack], flush(vec![item]).await.map_err(BatchFailure::into_error));
                         }
                     }
+                    outcome => answer(acks, outcome.map_err(BatchFailure::into_error)),
                 }
             }
         });
@@ -165,7 +197,10 @@ mod tests {
                 sizes.lock().expect("sizes").push(items.len());
                 tokio::task::yield_now().await;
                 if items.contains(&13) {
-                    return Err(StoreError::Conflict("thirteen"));
+                    return Err(BatchFailure::of(StoreError::Conflict("thirteen")));
+                }
+                if items.contains(&99) {
+                    return Err(BatchFailure::of(StoreError::Database("the connection dropped".into())));
                 }
                 Ok(items.iter().map(|i| i * 2).collect())
             }
@@ -192,5 +227,32 @@ mod tests {
         let sizes = sizes.lock().expect("sizes");
         assert!(sizes.iter().all(|&n| n <= 4), "a batch exceeded the limit: {sizes:?}");
         assert!(sizes.iter().any(|&n| n > 1), "no batch was shared: {sizes:?}");
+    }
+
+    #[tokio::test]
+    async fn a_failure_of_the_batch_reaches_all_its_callers_and_is_not_written_again() {
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let writer = doubler(sizes.clone());
+        let calls: Vec<_> = [1u32, 99, 2, 3]
+            .into_iter()
+            .map(|i| {
+                let writer = writer.clone();
+                tokio::spawn(async move { (i, writer.submit(i).await) })
+            })
+            .collect();
+        let mut failed_with_99 = 0;
+        for call in calls {
+            let (i, outcome) = call.await.expect("task");
+            match outcome {
+                Ok(doubled) => assert_eq!(doubled, i * 2),
+                Err(StoreError::Database(_)) => failed_with_99 += 1,
+                Err(other) => panic!("unexpected error {other:?}"),
+            }
+        }
+        let sizes = sizes.lock().expect("sizes");
+        // However the four were batched, the batch holding 99 was flushed once and failed as a
+        // whole: no flush of one item followed it.
+        assert!(failed_with_99 >= 1);
+        assert_eq!(sizes.iter().sum::<usize>(), 4, "some items were written twice: {sizes:?}");
     }
 }

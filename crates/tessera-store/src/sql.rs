@@ -82,12 +82,15 @@ pub(crate) struct PendingRotation {
     pub issued_event: tessera_core::NewEvent,
 }
 
-/// For each requested hash in order, whether this request spends it: the hash was spent by
-/// the batch and no earlier request of the batch claimed it. Two requests for one token in one
+/// For each requested (tenant, token hash) in order, whether this request spends it: the batch
+/// spent it and no earlier request of the batch claimed it. Two requests for one token in one
 /// batch are a race that only one may win, as if they had come one after the other.
-pub(crate) fn first_claims<'a>(requested: impl Iterator<Item = &'a str>, spent: &std::collections::HashSet<String>) -> Vec<bool> {
+pub(crate) fn first_claims<'a>(
+    requested: impl Iterator<Item = (uuid::Uuid, &'a str)>,
+    spent: &std::collections::HashSet<(uuid::Uuid, String)>,
+) -> Vec<bool> {
     let mut claimed = std::collections::HashSet::new();
-    requested.map(|hash| spent.contains(hash) && claimed.insert(hash)).collect()
+    requested.map(|(tenant, hash)| spent.contains(&(tenant, hash.to_owned())) && claimed.insert((tenant, hash))).collect()
 }
 
 /// How often a transaction that failed with a retryable error is run again.
@@ -464,7 +467,7 @@ macro_rules! impl_store {
                         let writer = writer.clone();
                         async move {
                             let rows: Vec<&NewEvent> = events.iter().collect();
-                            retrying!({ Self::insert_event_rows(&writer, &rows).await })?;
+                            retrying!({ Self::insert_event_rows(&writer, &rows).await }).map_err($crate::group_commit::BatchFailure::of)?;
                             Ok(vec![(); events.len()])
                         }
                     })
@@ -486,11 +489,16 @@ macro_rules! impl_store {
                 /// second request for a token this batch already spends — are left untouched for
                 /// `rotate_one` to judge, so that a replay is handled exactly as without batching.
                 /// Four statements for the whole batch instead of four per rotation.
-                async fn rotate_batch(writer: &::sqlx::Pool<$db>, batch: &[$crate::sql::PendingRotation]) -> StoreResult<Vec<bool>> {
+                async fn rotate_batch(
+                    writer: &::sqlx::Pool<$db>,
+                    batch: &[$crate::sql::PendingRotation],
+                ) -> Result<Vec<bool>, $crate::group_commit::BatchFailure> {
+                    use $crate::group_commit::BatchFailure;
                     let Some(now) = batch.iter().map(|r| r.new_token.created_at).max() else {
                         return Ok(Vec::new());
                     };
-                    retrying!({
+                    // `Ok(Err(fault))`: an item's fault, found before the commit and rolled back.
+                    let outcome: StoreResult<StoreResult<Vec<bool>>> = retrying!({
                         let mut tx = Self::begin_write_on(writer).await?;
                         let mut update = ::sqlx::QueryBuilder::<$db>::new("UPDATE refresh_tokens SET rotated_at = ");
                         update.push_bind(Self::ts(now)).push(" WHERE rotated_at IS NULL AND (");
@@ -512,23 +520,24 @@ macro_rules! impl_store {
                         // checked below instead.
                         update.push(
                             ") AND (SELECT g.revoked_at IS NULL FROM grants g WHERE g.tenant_id = refresh_tokens.tenant_id \
-                             AND g.id = refresh_tokens.grant_id) RETURNING token_hash, grant_id",
+                             AND g.id = refresh_tokens.grant_id) RETURNING token_hash, tenant_id, grant_id",
                         );
                         let rows = update.build().fetch_all(&mut *tx).await.map_err(db_err)?;
                         let mut spent = ::std::collections::HashSet::with_capacity(rows.len());
                         for row in &rows {
                             let hash: String = Self::get(row, "token_hash")?;
+                            let tenant_id: Uuid = Self::get(row, "tenant_id")?;
                             let grant_id: Uuid = Self::get(row, "grant_id")?;
-                            if batch.iter().any(|r| r.old_hash == hash && r.new_token.grant_id != grant_id) {
+                            if batch.iter().any(|r| r.tenant_id == tenant_id && r.old_hash == hash && r.new_token.grant_id != grant_id) {
                                 // A caller bug. Rolling back keeps every old token of the batch
                                 // usable; written one by one, only the faulty rotation fails.
-                                return Err(StoreError::Database(
+                                return Ok(Err(StoreError::Database(
                                     "the successor refresh token must belong to the same grant and tenant".into(),
-                                ));
+                                )));
                             }
-                            spent.insert(hash);
+                            spent.insert((tenant_id, hash));
                         }
-                        let won = $crate::sql::first_claims(batch.iter().map(|r| r.old_hash.as_str()), &spent);
+                        let won = $crate::sql::first_claims(batch.iter().map(|r| (r.tenant_id, r.old_hash.as_str())), &spent);
                         let winners: Vec<&$crate::sql::PendingRotation> = batch.iter().zip(&won).filter(|(_, w)| **w).map(|(r, _)| r).collect();
                         if !winners.is_empty() {
                             let mut insert = ::sqlx::QueryBuilder::<$db>::new(
@@ -546,8 +555,13 @@ macro_rules! impl_store {
                             Self::insert_event_rows(&mut *tx, &events).await?;
                         }
                         tx.commit().await.map_err(db_err)?;
-                        Ok(won)
-                    })
+                        Ok(Ok(won))
+                    });
+                    match outcome {
+                        Ok(Ok(won)) => Ok(won),
+                        Ok(Err(fault)) => Err(BatchFailure::Item(fault)),
+                        Err(e) => Err(BatchFailure::of(e)),
+                    }
                 }
 
                 /// The rotation of one token outside any batch: spends it if it is unspent, or,
@@ -1756,3 +1770,18 @@ macro_rules! impl_store {
     };
 }
 pub(crate) use impl_store;
+
+#[cfg(test)]
+mod tests {
+    use super::first_claims;
+    use std::collections::HashSet;
+    use uuid::Uuid;
+
+    #[test]
+    fn a_token_spent_by_a_batch_goes_to_its_first_request_of_its_own_tenant() {
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let spent: HashSet<(Uuid, String)> = [(a, "h1".to_owned()), (a, "h2".to_owned())].into_iter().collect();
+        let requested = [(a, "h1"), (a, "h1"), (b, "h2"), (a, "h2"), (a, "h3")];
+        assert_eq!(first_claims(requested.into_iter(), &spent), [true, false, false, true, false]);
+    }
+}
