@@ -13,7 +13,9 @@
 //! ```
 
 use crate::{StoreError, StoreResult};
+use futures_util::FutureExt;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use tokio::sync::{mpsc, oneshot};
 
 /// Writes waiting beyond this apply back-pressure to their callers.
@@ -121,15 +123,15 @@ where
                 }
                 let (items, acks): (Vec<I>, Vec<Ack<O>>) = batch.into_iter().unzip();
                 if items.len() == 1 {
-                    answer(acks, flush(items).await.map_err(BatchFailure::into_error));
+                    answer(acks, guarded(flush(items)).await.map_err(BatchFailure::into_error));
                     continue;
                 }
-                match flush(items.clone()).await {
+                match guarded(flush(items.clone())).await {
                     // An item refused the batch, which rolled back as a whole: write each item
                     // alone, so that only the one at fault fails.
                     Err(BatchFailure::Item(_)) => {
                         for (item, ack) in items.into_iter().zip(acks) {
-                            answer(vec![ack], flush(vec![item]).await.map_err(BatchFailure::into_error));
+                            answer(vec![ack], guarded(flush(vec![item])).await.map_err(BatchFailure::into_error));
                         }
                     }
                     outcome => answer(acks, outcome.map_err(BatchFailure::into_error)),
@@ -146,6 +148,15 @@ where
         self.queue.send((item, ack)).await.map_err(|_| stopped())?;
         Ok(done.await.map_err(|_| stopped())??)
     }
+}
+
+/// Runs one flush. A panic inside it fails its batch — every caller of it gets an error — where
+/// it would otherwise end the writer task and leave the store unable to write until a restart.
+async fn guarded<O>(flush: impl Future<Output = Result<Vec<O>, BatchFailure>>) -> Result<Vec<O>, BatchFailure> {
+    AssertUnwindSafe(flush).catch_unwind().await.unwrap_or_else(|_| {
+        tracing::error!("a group-commit flush panicked; its batch failed");
+        Err(BatchFailure::Batch(StoreError::Database("the batch writer failed".into())))
+    })
 }
 
 /// Moves what has queued into `batch`, up to `max_batch` items; how many it moved.
@@ -189,7 +200,8 @@ mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
 
-    /// A flush that doubles numbers, refuses 13, and records the batch sizes it saw.
+    /// A flush that doubles numbers, refuses 13 (an item's fault), fails on 99 (the batch's),
+    /// panics on 1000, and records the batch sizes it saw.
     fn doubler(sizes: Arc<Mutex<Vec<usize>>>) -> GroupCommit<u32, u32> {
         GroupCommit::start(4, move |items: Vec<u32>| {
             let sizes = sizes.clone();
@@ -198,6 +210,9 @@ mod tests {
                 tokio::task::yield_now().await;
                 if items.contains(&13) {
                     return Err(BatchFailure::of(StoreError::Conflict("thirteen")));
+                }
+                if items.contains(&1000) {
+                    panic!("a flush that panics");
                 }
                 if items.contains(&99) {
                     return Err(BatchFailure::of(StoreError::Database("the connection dropped".into())));
@@ -254,5 +269,12 @@ mod tests {
         // whole: no flush of one item followed it.
         assert!(failed_with_99 >= 1);
         assert_eq!(sizes.iter().sum::<usize>(), 4, "some items were written twice: {sizes:?}");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_flush_fails_its_batch_and_the_writer_goes_on() {
+        let writer = doubler(Arc::new(Mutex::new(Vec::new())));
+        assert!(matches!(writer.submit(1000).await, Err(StoreError::Database(_))));
+        assert_eq!(writer.submit(4).await.expect("the writer still writes"), 8);
     }
 }
