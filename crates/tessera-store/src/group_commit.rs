@@ -122,19 +122,17 @@ where
                     }
                 }
                 let (items, acks): (Vec<I>, Vec<Ack<O>>) = batch.into_iter().unzip();
-                if items.len() == 1 {
-                    answer(acks, guarded(flush(items)).await.map_err(BatchFailure::into_error));
-                    continue;
-                }
-                match guarded(flush(items.clone())).await {
+                // Kept for a second try one by one, which only a batch of several can need.
+                let singles = (items.len() > 1).then(|| items.clone());
+                match (guarded(flush(items)).await, singles) {
                     // An item refused the batch, which rolled back as a whole: write each item
                     // alone, so that only the one at fault fails.
-                    Err(BatchFailure::Item(_)) => {
+                    (Err(BatchFailure::Item(_)), Some(items)) => {
                         for (item, ack) in items.into_iter().zip(acks) {
                             answer(vec![ack], guarded(flush(vec![item])).await.map_err(BatchFailure::into_error));
                         }
                     }
-                    outcome => answer(acks, outcome.map_err(BatchFailure::into_error)),
+                    (outcome, _) => answer(acks, outcome.map_err(BatchFailure::into_error)),
                 }
             }
         });

@@ -93,6 +93,12 @@ pub(crate) fn first_claims<'a>(
     requested.map(|(tenant, hash)| spent.contains(&(tenant, hash.to_owned())) && claimed.insert((tenant, hash))).collect()
 }
 
+/// A rotation whose successor token names another grant or tenant than the token it replaces:
+/// a caller's bug, refused before anything is written.
+pub(crate) fn foreign_successor() -> StoreError {
+    StoreError::Database("the successor refresh token must belong to the same grant and tenant".into())
+}
+
 /// How often a transaction that failed with a retryable error is run again.
 pub(crate) const MAX_RETRIES: u32 = 5;
 
@@ -405,26 +411,7 @@ macro_rules! impl_store {
                 where
                     E: ::sqlx::Executor<'c, Database = $db>,
                 {
-                    let data = to_json!(event.data)?;
-                    ::sqlx::query(
-                        "INSERT INTO events (id, tenant_id, kind, outcome, reason, occurred_at, user_id, client_id, \
-                         ip, user_agent, data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                    )
-                    .bind(event.id)
-                    .bind(event.tenant_id)
-                    .bind(event.kind.as_str())
-                    .bind(event.outcome.as_str())
-                    .bind(&event.reason)
-                    .bind(Self::ts(event.occurred_at))
-                    .bind(event.user_id)
-                    .bind(&event.client_id)
-                    .bind(&event.ip)
-                    .bind(&event.user_agent)
-                    .bind(data)
-                    .execute(executor)
-                    .await
-                    .map_err(unique_or_db("event_id"))?;
-                    Ok(())
+                    Self::insert_event_rows(executor, &[event]).await
                 }
 
                 /// One multi-row insert of events (a group-committed batch, or a batch's
@@ -531,26 +518,15 @@ macro_rules! impl_store {
                             if batch.iter().any(|r| r.tenant_id == tenant_id && r.old_hash == hash && r.new_token.grant_id != grant_id) {
                                 // A caller bug. Rolling back keeps every old token of the batch
                                 // usable; written one by one, only the faulty rotation fails.
-                                return Ok(Err(StoreError::Database(
-                                    "the successor refresh token must belong to the same grant and tenant".into(),
-                                )));
+                                return Ok(Err($crate::sql::foreign_successor()));
                             }
                             spent.insert((tenant_id, hash));
                         }
                         let won = $crate::sql::first_claims(batch.iter().map(|r| (r.tenant_id, r.old_hash.as_str())), &spent);
                         let winners: Vec<&$crate::sql::PendingRotation> = batch.iter().zip(&won).filter(|(_, w)| **w).map(|(r, _)| r).collect();
                         if !winners.is_empty() {
-                            let mut insert = ::sqlx::QueryBuilder::<$db>::new(
-                                "INSERT INTO refresh_tokens (token_hash, tenant_id, grant_id, created_at, rotated_at) ",
-                            );
-                            insert.push_values(&winners, |mut row, r| {
-                                row.push_bind(r.new_token.token_hash.as_str())
-                                    .push_bind(r.new_token.tenant_id)
-                                    .push_bind(r.new_token.grant_id)
-                                    .push_bind(Self::ts(r.new_token.created_at))
-                                    .push_bind(r.new_token.rotated_at.map(Self::ts));
-                            });
-                            insert.build().execute(&mut *tx).await.map_err(unique_or_db("refresh_token"))?;
+                            let successors: Vec<&RefreshToken> = winners.iter().map(|r| &r.new_token).collect();
+                            Self::insert_refresh_token_rows(&mut *tx, &successors).await?;
                             let events: Vec<&NewEvent> = winners.iter().map(|r| &r.issued_event).collect();
                             Self::insert_event_rows(&mut *tx, &events).await?;
                         }
@@ -594,9 +570,7 @@ macro_rules! impl_store {
                             let grant_id: Uuid = Self::get(&row, "grant_id")?;
                             if new_token.grant_id != grant_id || new_token.tenant_id != tenant_id {
                                 // A caller bug; rolling back keeps the old token usable.
-                                return Err(StoreError::Database(
-                                    "the successor refresh token must belong to the same grant and tenant".into(),
-                                ));
+                                return Err($crate::sql::foreign_successor());
                             }
                             Self::insert_refresh_token(&mut *tx, new_token).await?;
                             Self::insert_event(&mut *tx, issued_event).await?;
@@ -662,18 +636,25 @@ macro_rules! impl_store {
                 where
                     E: ::sqlx::Executor<'c, Database = $db>,
                 {
-                    ::sqlx::query(
-                        "INSERT INTO refresh_tokens (token_hash, tenant_id, grant_id, created_at, rotated_at) \
-                         VALUES ($1, $2, $3, $4, $5)",
-                    )
-                    .bind(&token.token_hash)
-                    .bind(token.tenant_id)
-                    .bind(token.grant_id)
-                    .bind(Self::ts(token.created_at))
-                    .bind(token.rotated_at.map(Self::ts))
-                    .execute(executor)
-                    .await
-                    .map_err(unique_or_db("refresh_token"))?;
+                    Self::insert_refresh_token_rows(executor, &[token]).await
+                }
+
+                /// One multi-row insert of refresh tokens (one, or a rotation batch's successors).
+                async fn insert_refresh_token_rows<'c, E>(executor: E, tokens: &[&RefreshToken]) -> StoreResult<()>
+                where
+                    E: ::sqlx::Executor<'c, Database = $db>,
+                {
+                    let mut insert = ::sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO refresh_tokens (token_hash, tenant_id, grant_id, created_at, rotated_at) ",
+                    );
+                    insert.push_values(tokens, |mut row, token| {
+                        row.push_bind(token.token_hash.as_str())
+                            .push_bind(token.tenant_id)
+                            .push_bind(token.grant_id)
+                            .push_bind(Self::ts(token.created_at))
+                            .push_bind(token.rotated_at.map(Self::ts));
+                    });
+                    insert.build().execute(executor).await.map_err(unique_or_db("refresh_token"))?;
                     Ok(())
                 }
 
