@@ -474,7 +474,7 @@ async fn measure(sut: &Sut, scenario: Scenario, settings: &Settings, rate: Optio
     let own_before = procstat::own_cpu_ticks()?;
     let resettable = procstat::reset_peak_rss(pid);
     let stats = match rate {
-        Some(r) => load::open_loop(r, 256, conc, settings.limits(), op).await,
+        Some(r) => load::open_loop(r, 256, Some(conc), conc, settings.limits(), op).await,
         None => load::closed_loop(conc, settings.limits(), op).await,
     };
     let cpu_after = procstat::cpu_ticks(pid)?;

@@ -162,6 +162,10 @@ impl PgServer {
     }
 }
 
+fn is_loopback(host: &str) -> bool {
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// A database of this run, dropped (with its connections) on drop.
 pub struct PgDatabase {
     pub server: PgServer,
@@ -169,8 +173,12 @@ pub struct PgDatabase {
 }
 
 impl PgDatabase {
+    /// Without TLS when the server is on this machine: sqlx's default (`sslmode=prefer`)
+    /// would encrypt every round trip over loopback, which protects nothing and costs both
+    /// sides CPU — as a deployment next to its database would also configure it.
     pub fn url(&self) -> String {
-        format!("postgres://{}@{}:{}/{}", self.server.user, self.server.host, self.server.port, self.name)
+        let tls = if is_loopback(&self.server.host) { "?sslmode=disable" } else { "" };
+        format!("postgres://{}@{}:{}/{}{tls}", self.server.user, self.server.host, self.server.port, self.name)
     }
 
     /// The server processes (backends) connected to this database right now.
