@@ -29,6 +29,8 @@ pub struct PostgresStore {
     /// Group-committed writes (see `group_commit.rs`).
     events: crate::group_commit::GroupCommit<tessera_core::NewEvent, ()>,
     rotations: crate::group_commit::GroupCommit<crate::sql::PendingRotation, bool>,
+    /// None on PostgreSQL (the field exists for the shared constructor).
+    _background: Option<std::sync::Arc<crate::sql::Background>>,
 }
 
 impl PostgresStore {

@@ -102,6 +102,17 @@ pub(crate) fn foreign_successor() -> StoreError {
 /// How often a transaction that failed with a retryable error is run again.
 pub(crate) const MAX_RETRIES: u32 = 5;
 
+/// A task that lives as long as the store that started it: aborted when the last clone of the
+/// store is dropped.
+#[derive(Debug)]
+pub(crate) struct Background(pub(crate) tokio::task::JoinHandle<()>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 pub(crate) fn db_err(e: sqlx::Error) -> StoreError {
     StoreError::Database(Box::new(e))
 }
@@ -445,7 +456,7 @@ macro_rules! impl_store {
                 /// The store over its reading and writing pools, with its group-commit writers
                 /// started on the current runtime.
                 pub(crate) fn from_pools(pool: ::sqlx::Pool<$db>, writer: ::sqlx::Pool<$db>) -> Self {
-                    Self { events: Self::event_writer(writer.clone()), rotations: Self::rotation_writer(writer.clone()), writer, pool }
+                    Self { events: Self::event_writer(writer.clone()), rotations: Self::rotation_writer(writer.clone()), writer, pool, _background: None }
                 }
 
                 /// The group-commit writer of this store's event appends.

@@ -8,8 +8,9 @@ use crate::{StoreError, StoreResult};
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous, SqliteTypeInfo};
-use sqlx::{Database, Encode, Sqlite, Transaction, Type};
+use sqlx::{Database, Encode, Sqlite, SqliteConnection, Transaction, Type};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 use time::format_description::BorrowedFormatItem;
 use time::format_description::well_known::Rfc3339;
@@ -65,6 +66,8 @@ pub struct SqliteStore {
     /// Group-committed writes (see `group_commit.rs`).
     events: crate::group_commit::GroupCommit<tessera_core::NewEvent, ()>,
     rotations: crate::group_commit::GroupCommit<crate::sql::PendingRotation, bool>,
+    /// The log copier (`copy_log_ahead`), stopped when the last clone of the store is dropped.
+    _background: Option<Arc<crate::sql::Background>>,
 }
 
 impl SqliteStore {
@@ -123,11 +126,14 @@ impl SqliteStore {
             .test_before_acquire(false)
             .max_connections(MAX_READERS)
             .acquire_timeout(BUSY_TIMEOUT * 2)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(db_err)?;
-        tokio::spawn(copy_log_ahead(pool.clone()));
-        Ok(Self::from_pools(pool, writer))
+        // A connection of its own: a checkpoint holds its connection through the copy and two
+        // `fsync`s, which would otherwise take one of the readers' every 50 ms.
+        let copier = sqlx::ConnectOptions::connect(&options).await.map_err(db_err)?;
+        let background = crate::sql::Background(tokio::spawn(copy_log_ahead(copier)));
+        Ok(Self { _background: Some(Arc::new(background)), ..Self::from_pools(pool, writer) })
     }
 
     const MIGRATIONS: &'static [EmbeddedMigration] = crate::migrations::SQLITE;
@@ -163,21 +169,30 @@ impl SqliteStore {
 /// Copies the write-ahead log into the database file beside the writer, so that the checkpoint
 /// inside the writer's commit (which restarts the log, docs/adr/0004) finds little left to copy
 /// and `fsync`: every write queued behind that commit waits for it. A `PASSIVE` checkpoint
-/// never blocks the writer or a reader. Runs until the reading pool is closed, or its runtime
-/// ends; looks again soon while the log grows, rarely while it does not.
-async fn copy_log_ahead(pool: SqlitePool) {
+/// never blocks the writer or a reader; when it holds the checkpoint lock at the moment a
+/// commit wants it, that commit skips its checkpoint and a later one does it. Looks again soon
+/// while the log grows, rarely while it does not; runs until its store is dropped.
+async fn copy_log_ahead(mut connection: SqliteConnection) {
     let mut last_frame: Option<i64> = None;
     loop {
-        let frame = sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
-            .fetch_one(&pool)
-            .await
-            .map(|(_busy, log_frames, _copied)| log_frames);
-        let growing = matches!((&frame, last_frame), (Ok(now), Some(before)) if *now != before);
-        last_frame = frame.ok();
+        // (busy, frames in the log, frames copied); busy = 1 and -1s when another checkpoint
+        // held the lock, -1s when the database is not in WAL mode.
+        let result = sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(&mut connection).await;
+        let growing = match result {
+            Ok((0, frames, _)) if frames >= 0 => {
+                let growing = last_frame.is_some_and(|before| before != frames);
+                last_frame = Some(frames);
+                growing
+            }
+            Ok((0, _, _)) => false,
+            // Another checkpoint ran: the log is busy.
+            Ok(_) => true,
+            Err(e) => {
+                tracing::debug!(error = %e, "copying the write-ahead log ahead failed");
+                false
+            }
+        };
         tokio::time::sleep(if growing { COPY_AHEAD_BUSY } else { COPY_AHEAD_IDLE }).await;
-        if pool.is_closed() {
-            return;
-        }
     }
 }
 
