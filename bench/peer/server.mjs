@@ -4,7 +4,8 @@
 //
 //   - one confidential client (client_secret_basic) with authorization_code, refresh_token
 //     and client_credentials;
-//   - the same signing algorithms as Tessera: ID tokens RS256, JWT access tokens ES256;
+//   - the same signing algorithms as Tessera: ID tokens ID_TOKEN_ALG (RS256 unless the
+//     harness says ES256), JWT access tokens ES256;
 //   - JWT access tokens (RFC 9068) through the resource indicators feature for
 //     client_credentials and for refreshes; the code exchange returns an opaque access token
 //     because oidc-provider only serves userinfo for opaque tokens without a resource;
@@ -15,7 +16,7 @@
 //     at once. The harness only uses it to obtain refresh-token chains and access tokens;
 //     password sign-in is measured on Tessera alone.
 //
-// Environment: PORT (required), CLIENT_ID, CLIENT_SECRET, REDIRECT_URI. Listens on
+// Environment: PORT (required), CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, ID_TOKEN_ALG. Listens on
 // 127.0.0.1 only and prints `ready <issuer>` once it accepts connections.
 
 import { createServer } from 'node:http';
@@ -32,6 +33,11 @@ const clientId = process.env.CLIENT_ID ?? 'bench-client';
 const clientSecret = process.env.CLIENT_SECRET ?? 'bench-secret-0123456789abcdef0123456789abcdef';
 const redirectUri = process.env.REDIRECT_URI ?? 'http://127.0.0.1:9/callback';
 const API = 'urn:tessera-bench:api';
+const idTokenAlg = process.env.ID_TOKEN_ALG ?? 'RS256';
+if (!['RS256', 'ES256'].includes(idTokenAlg)) {
+  console.error('ID_TOKEN_ALG must be RS256 or ES256');
+  process.exit(2);
+}
 
 function privateJwk(type, options, kid, alg) {
   const { privateKey } = generateKeyPairSync(type, options);
@@ -47,7 +53,7 @@ const configuration = {
       grant_types: ['authorization_code', 'refresh_token', 'client_credentials'],
       response_types: ['code'],
       token_endpoint_auth_method: 'client_secret_basic',
-      id_token_signed_response_alg: 'RS256',
+      id_token_signed_response_alg: idTokenAlg,
       scope: 'openid profile email offline_access api',
     },
   ],

@@ -224,6 +224,14 @@ pub fn random_token(n: usize) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// The `alg` of a compact JWS's protected header (not verified: the harness only checks
+/// which algorithm a system signed with).
+pub fn jws_alg(token: &str) -> Option<String> {
+    let header = URL_SAFE_NO_PAD.decode(token.split('.').next()?).ok()?;
+    let header: serde_json::Value = serde_json::from_slice(&header).ok()?;
+    header.get("alg")?.as_str().map(str::to_owned)
+}
+
 /// RFC 7636 S256: base64url(SHA-256(verifier)).
 pub fn pkce_challenge(verifier: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
@@ -232,6 +240,13 @@ pub fn pkce_challenge(verifier: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_the_algorithm_of_a_jws_header() {
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"ES256","typ":"JWT"}"#);
+        assert_eq!(jws_alg(&format!("{header}.e30.sig")).as_deref(), Some("ES256"));
+        assert_eq!(jws_alg("not a token"), None);
+    }
 
     #[test]
     fn only_loopback_is_allowed() {

@@ -130,6 +130,7 @@ pub struct RunInfo {
     pub warmup_secs: f64,
     pub connections: usize,
     pub rounds: usize,
+    pub id_token_alg: String,
     pub hash: Option<HashTiming>,
     pub idle_rss: Vec<(String, Kind, Option<u64>)>,
     pub seeding: Vec<(String, u64, Seeding)>,
@@ -236,6 +237,11 @@ pub fn render(measurements: &[Measurement], info: &RunInfo) -> String {
         w,
         "- Load: closed loop, {} connections, {} s measured after {} s warm-up, {} round(s), systems alternating; tables show the median over rounds",
         info.connections, info.duration_secs, info.warmup_secs, info.rounds
+    );
+    let _ = writeln!(
+        w,
+        "- Signing: access tokens ES256, ID tokens {} (the bench client's `id_token_signed_response_alg`, the same on every system)",
+        info.id_token_alg
     );
     for s in &info.skipped {
         let _ = writeln!(w, "- Skipped: {s}");
@@ -670,6 +676,7 @@ mod tests {
             warmup_secs: 0.2,
             connections: 4,
             rounds: 3,
+            id_token_alg: "ES256".into(),
             hash: None,
             idle_rss: vec![("T".into(), Kind::TesseraSqlite, Some(20_000))],
             seeding: vec![],
@@ -680,6 +687,7 @@ mod tests {
         };
         let text = render(&ms, &info);
         assert!(text.contains("| Scenario | System | ops/s |"), "{text}");
+        assert!(text.contains("ID tokens ES256"), "{text}");
         assert!(text.contains("10.00×"), "per-CPU ratio 10000 / 1000: {text}");
         assert!(text.contains("Not a release build"));
         assert!(text.contains("| idle RSS ≤ 30 MB | T | 20.5 MB | **met** |"), "{text}");

@@ -117,6 +117,8 @@ impl Target {
 pub struct TokenSet {
     pub access_token: String,
     pub refresh_token: Option<String>,
+    /// The algorithm the ID token was signed with, when there is one.
+    pub id_token_alg: Option<String>,
 }
 
 fn expect_status(reply: &Reply, status: u16, what: &str) -> Result<(), OpError> {
@@ -294,6 +296,7 @@ pub async fn authorization_code_flow(t: &Target, credentials: Option<(&str, &str
     Ok(TokenSet {
         access_token: reply.json_str("access_token")?,
         refresh_token: reply.json().ok().and_then(|v| v.get("refresh_token").and_then(|r| r.as_str()).map(str::to_owned)),
+        id_token_alg: reply.json_str("id_token").ok().and_then(|t| http::jws_alg(&t)),
     })
 }
 

@@ -276,7 +276,14 @@ pub fn free_port() -> anyhow::Result<u16> {
 
 /// Starts `tessera serve` on `database_url`, waits for `/readyz`, measures idle RSS, creates
 /// the bench client and reads discovery.
-pub async fn start_tessera(kind: Kind, bin: &Path, database_url: &str, dir: &Path, pg: Option<PgDatabase>) -> anyhow::Result<System> {
+pub async fn start_tessera(
+    kind: Kind,
+    bin: &Path,
+    database_url: &str,
+    dir: &Path,
+    pg: Option<PgDatabase>,
+    id_token_alg: &str,
+) -> anyhow::Result<System> {
     let port = free_port()?;
     let base = format!("http://{LOOPBACK}:{port}");
     let data_dir = dir.join(format!("{kind:?}-data").to_lowercase());
@@ -328,6 +335,8 @@ pub async fn start_tessera(kind: Kind, bin: &Path, database_url: &str, dir: &Pat
                 "--scope",
                 "api",
                 "--first-party",
+                "--id-token-alg",
+                id_token_alg,
                 "--json",
             ],
             &[],
@@ -344,7 +353,7 @@ pub async fn start_tessera(kind: Kind, bin: &Path, database_url: &str, dir: &Pat
 }
 
 /// Starts the peer (`node bench/peer/server.mjs`) with a fresh client secret.
-pub async fn start_peer(peer_dir: &Path, dir: &Path) -> anyhow::Result<System> {
+pub async fn start_peer(peer_dir: &Path, dir: &Path, id_token_alg: &str) -> anyhow::Result<System> {
     let port = free_port()?;
     let issuer = format!("http://{LOOPBACK}:{port}");
     let client_id = "tessera-bench".to_owned();
@@ -358,6 +367,7 @@ pub async fn start_peer(peer_dir: &Path, dir: &Path) -> anyhow::Result<System> {
         .env("CLIENT_ID", &client_id)
         .env("CLIENT_SECRET", &client_secret)
         .env("REDIRECT_URI", REDIRECT_URI)
+        .env("ID_TOKEN_ALG", id_token_alg)
         .env("NODE_ENV", "production")
         .stdin(Stdio::null())
         .stdout(log_file.try_clone()?)

@@ -222,6 +222,11 @@ macro_rules! to_json {
 pub(crate) use to_json;
 
 /// Implements every storage trait of `lib.rs` for `$store` over the sqlx database `$db`.
+///
+/// Each backend provides, besides its pools and type conversions, the statements whose best
+/// form differs between the two: `insert_event_rows` and `insert_refresh_token_rows` (a
+/// `VALUES` list on SQLite, arrays bound once on PostgreSQL), and the rotation batch's
+/// `spend_refresh_tokens` and `insert_successors`.
 macro_rules! impl_store {
     ($store:ident, $db:ty) => {
         /// The storage traits, expanded from `sql::impl_store!`. A child module, so that its
@@ -425,34 +430,6 @@ macro_rules! impl_store {
                     Self::insert_event_rows(executor, &[event]).await
                 }
 
-                /// One multi-row insert of events (a group-committed batch, or a batch's
-                /// rotations).
-                async fn insert_event_rows<'c, E>(executor: E, events: &[&NewEvent]) -> StoreResult<()>
-                where
-                    E: ::sqlx::Executor<'c, Database = $db>,
-                {
-                    let data = events.iter().map(|e| to_json!(e.data)).collect::<StoreResult<Vec<String>>>()?;
-                    let mut builder = ::sqlx::QueryBuilder::<$db>::new(
-                        "INSERT INTO events (id, tenant_id, kind, outcome, reason, occurred_at, user_id, client_id, \
-                         ip, user_agent, data) ",
-                    );
-                    builder.push_values(events.iter().zip(data), |mut row, (event, data)| {
-                        row.push_bind(event.id)
-                            .push_bind(event.tenant_id)
-                            .push_bind(event.kind.as_str())
-                            .push_bind(event.outcome.as_str())
-                            .push_bind(event.reason.clone())
-                            .push_bind(Self::ts(event.occurred_at))
-                            .push_bind(event.user_id)
-                            .push_bind(event.client_id.clone())
-                            .push_bind(event.ip.clone())
-                            .push_bind(event.user_agent.clone())
-                            .push_bind(data);
-                    });
-                    builder.build().execute(executor).await.map_err(unique_or_db("event_id"))?;
-                    Ok(())
-                }
-
                 /// The store over its reading and writing pools, with its group-commit writers
                 /// started on the current runtime.
                 pub(crate) fn from_pools(pool: ::sqlx::Pool<$db>, writer: ::sqlx::Pool<$db>) -> Self {
@@ -486,7 +463,7 @@ macro_rules! impl_store {
                 /// rotations that happened. The others — spent before, revoked, unknown, or a
                 /// second request for a token this batch already spends — are left untouched for
                 /// `rotate_one` to judge, so that a replay is handled exactly as without batching.
-                /// Four statements for the whole batch instead of four per rotation.
+                /// A handful of statements for the whole batch instead of four per rotation.
                 async fn rotate_batch(
                     writer: &::sqlx::Pool<$db>,
                     batch: &[$crate::sql::PendingRotation],
@@ -498,29 +475,7 @@ macro_rules! impl_store {
                     // `Ok(Err(fault))`: an item's fault, found before the commit and rolled back.
                     let outcome: StoreResult<StoreResult<Vec<bool>>> = retrying!({
                         let mut tx = Self::begin_write_on(writer).await?;
-                        let mut update = ::sqlx::QueryBuilder::<$db>::new("UPDATE refresh_tokens SET rotated_at = ");
-                        update.push_bind(Self::ts(now)).push(" WHERE rotated_at IS NULL AND (");
-                        for (i, r) in batch.iter().enumerate() {
-                            if i > 0 {
-                                update.push(" OR ");
-                            }
-                            update
-                                .push("(token_hash = ")
-                                .push_bind(r.old_hash.as_str())
-                                .push(" AND tenant_id = ")
-                                .push_bind(r.tenant_id)
-                                .push(")");
-                        }
-                        // Only key columns in the OR list, and the grant's state as a scalar
-                        // subquery (never turned into a join): anything the planner could
-                        // drive from the grant side would read the family's every token
-                        // through the (tenant_id, grant_id) index. The successor's grant is
-                        // checked below instead.
-                        update.push(
-                            ") AND (SELECT g.revoked_at IS NULL FROM grants g WHERE g.tenant_id = refresh_tokens.tenant_id \
-                             AND g.id = refresh_tokens.grant_id) RETURNING token_hash, tenant_id, grant_id",
-                        );
-                        let rows = update.build().fetch_all(&mut *tx).await.map_err(db_err)?;
+                        let rows = Self::spend_refresh_tokens(&mut *tx, now, batch).await?;
                         let mut spent = ::std::collections::HashSet::with_capacity(rows.len());
                         for row in &rows {
                             let hash: String = Self::get(row, "token_hash")?;
@@ -536,10 +491,7 @@ macro_rules! impl_store {
                         let won = $crate::sql::first_claims(batch.iter().map(|r| (r.tenant_id, r.old_hash.as_str())), &spent);
                         let winners: Vec<&$crate::sql::PendingRotation> = batch.iter().zip(&won).filter(|(_, w)| **w).map(|(r, _)| r).collect();
                         if !winners.is_empty() {
-                            let successors: Vec<&RefreshToken> = winners.iter().map(|r| &r.new_token).collect();
-                            Self::insert_refresh_token_rows(&mut *tx, &successors).await?;
-                            let events: Vec<&NewEvent> = winners.iter().map(|r| &r.issued_event).collect();
-                            Self::insert_event_rows(&mut *tx, &events).await?;
+                            Self::insert_successors(&mut tx, &winners).await?;
                         }
                         tx.commit().await.map_err(db_err)?;
                         Ok(Ok(won))
@@ -648,25 +600,6 @@ macro_rules! impl_store {
                     E: ::sqlx::Executor<'c, Database = $db>,
                 {
                     Self::insert_refresh_token_rows(executor, &[token]).await
-                }
-
-                /// One multi-row insert of refresh tokens (one, or a rotation batch's successors).
-                async fn insert_refresh_token_rows<'c, E>(executor: E, tokens: &[&RefreshToken]) -> StoreResult<()>
-                where
-                    E: ::sqlx::Executor<'c, Database = $db>,
-                {
-                    let mut insert = ::sqlx::QueryBuilder::<$db>::new(
-                        "INSERT INTO refresh_tokens (token_hash, tenant_id, grant_id, created_at, rotated_at) ",
-                    );
-                    insert.push_values(tokens, |mut row, token| {
-                        row.push_bind(token.token_hash.as_str())
-                            .push_bind(token.tenant_id)
-                            .push_bind(token.grant_id)
-                            .push_bind(Self::ts(token.created_at))
-                            .push_bind(token.rotated_at.map(Self::ts));
-                    });
-                    insert.build().execute(executor).await.map_err(unique_or_db("refresh_token"))?;
-                    Ok(())
                 }
 
                 /// Revokes one grant if it is still active; the number of grants revoked (0 or 1).

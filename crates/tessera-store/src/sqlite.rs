@@ -3,7 +3,7 @@
 //! stores differently from PostgreSQL: points in time. The SQL itself lives in `sql.rs`.
 
 use crate::migrations::EmbeddedMigration;
-use crate::sql::db_err;
+use crate::sql::{PendingRotation, db_err, unique_or_db};
 use crate::{StoreError, StoreResult};
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
@@ -12,6 +12,8 @@ use sqlx::{Database, Encode, Sqlite, SqliteConnection, Transaction, Type};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
+use tessera_core::NewEvent;
+use tessera_core::model::RefreshToken;
 use time::format_description::BorrowedFormatItem;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
@@ -163,6 +165,82 @@ impl SqliteStore {
     fn get_opt_ts(row: &SqliteRow, column: &str) -> StoreResult<Option<OffsetDateTime>> {
         let text: Option<String> = Self::get(row, column)?;
         text.map(|text| parse_time(column, &text)).transpose()
+    }
+
+    /// Spends every unspent token of a rotation batch whose grant is active, in one `UPDATE`;
+    /// returns the spent ones' `token_hash, tenant_id, grant_id`.
+    async fn spend_refresh_tokens(
+        connection: &mut SqliteConnection,
+        now: OffsetDateTime,
+        batch: &[PendingRotation],
+    ) -> StoreResult<Vec<SqliteRow>> {
+        let mut update = sqlx::QueryBuilder::<Sqlite>::new("UPDATE refresh_tokens SET rotated_at = ");
+        update.push_bind(Self::ts(now)).push(" WHERE rotated_at IS NULL AND (");
+        for (i, r) in batch.iter().enumerate() {
+            if i > 0 {
+                update.push(" OR ");
+            }
+            update.push("(token_hash = ").push_bind(r.old_hash.as_str()).push(" AND tenant_id = ").push_bind(r.tenant_id).push(")");
+        }
+        // The grant's state as a scalar subquery, never a join the planner could drive from
+        // the grant side (see the PostgreSQL twin).
+        update.push(
+            ") AND (SELECT g.revoked_at IS NULL FROM grants g WHERE g.tenant_id = refresh_tokens.tenant_id \
+             AND g.id = refresh_tokens.grant_id) RETURNING token_hash, tenant_id, grant_id",
+        );
+        update.build().fetch_all(connection).await.map_err(db_err)
+    }
+
+    /// Stores the successors and the events of a batch's rotations that happened.
+    async fn insert_successors(tx: &mut Transaction<'static, Sqlite>, winners: &[&PendingRotation]) -> StoreResult<()> {
+        let successors: Vec<&RefreshToken> = winners.iter().map(|r| &r.new_token).collect();
+        Self::insert_refresh_token_rows(&mut **tx, &successors).await?;
+        let events: Vec<&NewEvent> = winners.iter().map(|r| &r.issued_event).collect();
+        Self::insert_event_rows(&mut **tx, &events).await
+    }
+
+    /// One multi-row insert of events (a group-committed batch, or a batch's rotations).
+    async fn insert_event_rows<'c, E>(executor: E, events: &[&NewEvent]) -> StoreResult<()>
+    where
+        E: sqlx::Executor<'c, Database = Sqlite>,
+    {
+        let data = events.iter().map(|e| crate::sql::to_json!(e.data)).collect::<StoreResult<Vec<String>>>()?;
+        let mut builder = sqlx::QueryBuilder::<Sqlite>::new(
+            "INSERT INTO events (id, tenant_id, kind, outcome, reason, occurred_at, user_id, client_id, ip, user_agent, data) ",
+        );
+        builder.push_values(events.iter().zip(data), |mut row, (event, data)| {
+            row.push_bind(event.id)
+                .push_bind(event.tenant_id)
+                .push_bind(event.kind.as_str())
+                .push_bind(event.outcome.as_str())
+                .push_bind(event.reason.clone())
+                .push_bind(Self::ts(event.occurred_at))
+                .push_bind(event.user_id)
+                .push_bind(event.client_id.clone())
+                .push_bind(event.ip.clone())
+                .push_bind(event.user_agent.clone())
+                .push_bind(data);
+        });
+        builder.build().execute(executor).await.map_err(unique_or_db("event_id"))?;
+        Ok(())
+    }
+
+    /// One multi-row insert of refresh tokens (one, or a rotation batch's successors).
+    async fn insert_refresh_token_rows<'c, E>(executor: E, tokens: &[&RefreshToken]) -> StoreResult<()>
+    where
+        E: sqlx::Executor<'c, Database = Sqlite>,
+    {
+        let mut insert =
+            sqlx::QueryBuilder::<Sqlite>::new("INSERT INTO refresh_tokens (token_hash, tenant_id, grant_id, created_at, rotated_at) ");
+        insert.push_values(tokens, |mut row, token| {
+            row.push_bind(token.token_hash.as_str())
+                .push_bind(token.tenant_id)
+                .push_bind(token.grant_id)
+                .push_bind(Self::ts(token.created_at))
+                .push_bind(token.rotated_at.map(Self::ts));
+        });
+        insert.build().execute(executor).await.map_err(unique_or_db("refresh_token"))?;
+        Ok(())
     }
 }
 
