@@ -6,6 +6,7 @@ pub mod bootstrap;
 pub mod cli;
 pub mod config;
 pub mod import;
+pub mod telemetry;
 
 use anyhow::Context;
 use std::sync::Arc;

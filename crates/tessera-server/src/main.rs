@@ -133,13 +133,14 @@ async fn serve(rt: Runtime) -> anyhow::Result<()> {
     if created {
         tracing::info!(tenant = %tenant.slug, "bootstrapped tenant");
     }
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().context("installing the metrics recorder")?;
+    let (metrics, metrics_upkeep) = tessera_server::telemetry::install()?;
     let app = tessera_web::app(rt.app_state(Some(metrics)));
     let listener = tokio::net::TcpListener::bind(&rt.config.listen).await.with_context(|| format!("binding {}", rt.config.listen))?;
     tracing::info!(listen = %rt.config.listen, issuer = %rt.oauth.issuer(&tenant), "Tessera is serving");
     let janitor = tokio::spawn(housekeeping(rt.clone()));
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(shutdown_signal()).await?;
     janitor.abort();
+    metrics_upkeep.abort();
     // Closing the pool lets SQLite checkpoint its write-ahead log into the database file.
     rt.store.close().await;
     tracing::info!("shut down cleanly");
