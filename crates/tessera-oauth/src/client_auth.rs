@@ -3,6 +3,7 @@
 //! 256-bit random values stored as SHA-256 hashes and compared in constant time.
 
 use crate::{OAuthEngine, OAuthError};
+use std::sync::Arc;
 use tessera_core::model::{Client, Tenant};
 use tessera_core::secret::token_matches_hash;
 
@@ -21,7 +22,8 @@ impl PresentedCredentials {
     }
 }
 
-pub async fn authenticate_client(engine: &OAuthEngine, tenant: &Tenant, creds: &PresentedCredentials) -> Result<Client, OAuthError> {
+/// The authenticated client, shared with the per-node cache (no copy per request).
+pub async fn authenticate_client(engine: &OAuthEngine, tenant: &Tenant, creds: &PresentedCredentials) -> Result<Arc<Client>, OAuthError> {
     let (client_id, secret) = match (&creds.basic, &creds.client_id, &creds.client_secret) {
         (Some(_), _, Some(_)) => return Err(OAuthError::invalid_request("use exactly one client authentication method")),
         (Some((id, _)), Some(body_id), None) if id != body_id => {
@@ -34,8 +36,8 @@ pub async fn authenticate_client(engine: &OAuthEngine, tenant: &Tenant, creds: &
     let unknown = || OAuthError::invalid_client("client authentication failed");
     let client = engine.client(tenant.id, client_id).await?.ok_or_else(unknown)?;
     match (&client.secret_hash, secret) {
-        (Some(hash), Some(secret)) if token_matches_hash(secret, hash) => Ok((*client).clone()),
-        (None, None) if client.public => Ok((*client).clone()),
+        (Some(hash), Some(secret)) if token_matches_hash(secret, hash) => Ok(client),
+        (None, None) if client.public => Ok(client),
         _ => Err(unknown()),
     }
 }

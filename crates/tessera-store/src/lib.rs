@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 mod group_commit;
 mod migrations;
+mod pool;
 pub mod postgres;
 mod sql;
 pub mod sqlite;
@@ -293,4 +294,17 @@ pub async fn connect(database_url: &str) -> StoreResult<std::sync::Arc<dyn Store
     } else {
         Err(StoreError::Database("database URL must start with sqlite: or postgres://".into()))
     }
+}
+
+/// The PostgreSQL database the unit tests of this crate may use (`TESSERA_TEST_POSTGRES_URL`),
+/// or `None` when the PostgreSQL half is to be skipped — which `TESSERA_REQUIRE_POSTGRES=1`
+/// (CI) turns into a failure.
+#[cfg(test)]
+pub(crate) fn test_postgres_url(test: &str) -> Option<String> {
+    let url = std::env::var("TESSERA_TEST_POSTGRES_URL").ok();
+    if url.is_none() {
+        assert!(std::env::var("TESSERA_REQUIRE_POSTGRES").is_err(), "TESSERA_REQUIRE_POSTGRES=1 but TESSERA_TEST_POSTGRES_URL is not set");
+        eprintln!("{test}: skipped, set TESSERA_TEST_POSTGRES_URL to run it");
+    }
+    url
 }

@@ -4,10 +4,11 @@
 //! The SQL itself lives in `sql.rs`.
 
 use crate::migrations::EmbeddedMigration;
+use crate::pool::{Pool, PoolSettings};
 use crate::sql::db_err;
 use crate::sql::{PendingRotation, unique_or_db};
 use crate::{StoreError, StoreResult};
-use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
 use sqlx::{Postgres, Transaction};
 use std::time::Duration;
 use tessera_core::NewEvent;
@@ -15,7 +16,7 @@ use tessera_core::model::RefreshToken;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-const MAX_CONNECTIONS: u32 = 16;
+const MAX_CONNECTIONS: usize = 16;
 
 /// A request that cannot get a connection soon fails (and `/readyz` says so) rather than
 /// piling up behind a saturated pool.
@@ -24,12 +25,16 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// A pooled connection idle for longer than this is pinged before it is used again.
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(5);
 
+/// Connections are replaced after this long (sqlx's own default), so that a failover or a
+/// pooler in front of the database sees them move.
+const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
+
 /// The PostgreSQL implementation of [`crate::Store`].
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
-    pool: PgPool,
+    pool: Pool<PgConnection>,
     /// The same pool: PostgreSQL lets writers wait on row locks, not on one database lock.
-    writer: PgPool,
+    writer: Pool<PgConnection>,
     /// Group-committed writes (see `group_commit.rs`).
     events: crate::group_commit::GroupCommit<tessera_core::NewEvent, ()>,
     rotations: crate::group_commit::GroupCommit<crate::sql::PendingRotation, bool>,
@@ -41,32 +46,27 @@ impl PostgresStore {
     /// Connects to the database a `postgres://` URL names (one connection is opened now, so
     /// a wrong URL fails here). Does not migrate: call [`crate::Maintenance::migrate`].
     pub async fn connect(url: &str) -> StoreResult<Self> {
-        let pool = PgPoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            // sqlx would ping every connection it hands out: a second round trip for every
-            // statement. A connection in steady use is known to be alive; one that sat idle
-            // (the server may have restarted or a proxy dropped it) is pinged, and replaced if
-            // the ping fails.
-            .test_before_acquire(false)
-            .before_acquire(|conn, meta| {
-                Box::pin(async move {
-                    if meta.idle_for >= PING_IF_IDLE_FOR {
-                        sqlx::Connection::ping(conn).await?;
-                    }
-                    Ok(true)
-                })
-            })
-            .connect(url)
-            .await
-            .map_err(db_err)?;
+        let options: PgConnectOptions = url.parse().map_err(db_err)?;
+        let pool = Pool::<PgConnection>::new(
+            options,
+            PoolSettings {
+                max_connections: MAX_CONNECTIONS,
+                acquire_timeout: ACQUIRE_TIMEOUT,
+                // A connection in steady use is known to be alive; one that sat idle (the
+                // server may have restarted or a proxy dropped it) is pinged, and replaced if
+                // the ping fails.
+                ping_if_idle_for: Some(PING_IF_IDLE_FOR),
+                max_lifetime: Some(MAX_LIFETIME),
+            },
+        )?;
+        pool.acquire().await?.done();
         Ok(Self::from_pools(pool.clone(), pool))
     }
 
     const MIGRATIONS: &'static [EmbeddedMigration] = crate::migrations::POSTGRES;
 
-    async fn begin_write_on(writer: &PgPool) -> StoreResult<Transaction<'static, Postgres>> {
-        writer.begin().await.map_err(db_err)
+    async fn begin_write_on(writer: &mut PgConnection) -> StoreResult<Transaction<'_, Postgres>> {
+        sqlx::Connection::begin(writer).await.map_err(db_err)
     }
 
     /// Serialization failures and deadlocks abort a transaction that did nothing wrong; the
@@ -108,7 +108,7 @@ impl PostgresStore {
 
     /// Stores the successors and the events of a batch's rotations that happened: one
     /// statement (two inserts into two tables, which CockroachDB allows in one statement too).
-    async fn insert_successors(tx: &mut Transaction<'static, Postgres>, winners: &[&PendingRotation]) -> StoreResult<()> {
+    async fn insert_successors(tx: &mut Transaction<'_, Postgres>, winners: &[&PendingRotation]) -> StoreResult<()> {
         let tokens: Vec<&RefreshToken> = winners.iter().map(|r| &r.new_token).collect();
         let events: Vec<&NewEvent> = winners.iter().map(|r| &r.issued_event).collect();
         let query = sqlx::query(INSERT_SUCCESSORS_AND_EVENTS);
@@ -232,12 +232,7 @@ mod tests {
     /// family's every token through `(tenant_id, grant_id)`.
     #[tokio::test]
     async fn the_rotation_batch_is_found_by_the_token_key() {
-        let Ok(base) = std::env::var("TESSERA_TEST_POSTGRES_URL") else {
-            assert!(
-                std::env::var("TESSERA_REQUIRE_POSTGRES").is_err(),
-                "TESSERA_REQUIRE_POSTGRES=1 but TESSERA_TEST_POSTGRES_URL is not set"
-            );
-            eprintln!("skipped: set TESSERA_TEST_POSTGRES_URL to check the PostgreSQL plan");
+        let Some(base) = crate::test_postgres_url("the_rotation_batch_is_found_by_the_token_key") else {
             return;
         };
         let name = format!("tessera_plan_{}", Uuid::new_v4().simple());

@@ -4,12 +4,13 @@
 //! between them stays in those modules, as inherent items of the store type that the expanded
 //! code calls:
 //!
-//! - `pool: sqlx::Pool<Db>` (field): where reads run;
-//! - `writer: sqlx::Pool<Db>` (field): where writes run — the same pool on PostgreSQL, a
-//!   pool of one connection on SQLite, whose one writer at a time then waits in the pool's
-//!   queue instead of in SQLite's sleeping busy handler;
-//! - `begin_write_on(&Pool)`: a transaction that takes the write lock up front (SQLite's
-//!   `BEGIN IMMEDIATE`) or a plain `BEGIN` (PostgreSQL);
+//! - `pool: pool::Pool<Connection>` (field): where reads run (`pool.rs`: `&pool` is an sqlx
+//!   executor for one statement);
+//! - `writer: pool::Pool<Connection>` (field): where writes run — the same pool on
+//!   PostgreSQL, a pool of one connection on SQLite, whose one writer at a time then waits in
+//!   the pool's queue instead of in SQLite's sleeping busy handler;
+//! - `begin_write_on(&mut Connection)`: a transaction that takes the write lock up front
+//!   (SQLite's `BEGIN IMMEDIATE`) or a plain `BEGIN` (PostgreSQL);
 //! - `is_retryable(&StoreError)`: whether a failed transaction may simply run again
 //!   (PostgreSQL serialization failures and deadlocks);
 //! - `ts(OffsetDateTime)` / `get_ts` / `get_opt_ts`: how a point in time is bound and read;
@@ -185,9 +186,11 @@ pub(crate) use retrying;
 macro_rules! write_tx {
     ($store:expr, |$tx:ident| $body:block) => {
         $crate::sql::retrying!({
-            let mut $tx = Self::begin_write_on(&$store.writer).await?;
+            let mut connection = $store.writer.acquire().await?;
+            let mut $tx = Self::begin_write_on(&mut connection).await?;
             let value = $crate::sql::run(async { $body }).await?;
             $tx.commit().await.map_err($crate::sql::db_err)?;
+            connection.done();
             Ok(value)
         })
     };
@@ -245,6 +248,7 @@ macro_rules! impl_store {
             use ::uuid::Uuid;
 
             type DbRow = <$db as ::sqlx::Database>::Row;
+            type DbPool = $crate::pool::Pool<<$db as ::sqlx::Database>::Connection>;
 
             /// Row mapping and the inserts more than one method needs.
             impl $store {
@@ -432,12 +436,12 @@ macro_rules! impl_store {
 
                 /// The store over its reading and writing pools, with its group-commit writers
                 /// started on the current runtime.
-                pub(crate) fn from_pools(pool: ::sqlx::Pool<$db>, writer: ::sqlx::Pool<$db>) -> Self {
+                pub(crate) fn from_pools(pool: DbPool, writer: DbPool) -> Self {
                     Self { events: Self::event_writer(writer.clone()), rotations: Self::rotation_writer(writer.clone()), writer, pool, _background: None }
                 }
 
                 /// The group-commit writer of this store's event appends.
-                pub(crate) fn event_writer(writer: ::sqlx::Pool<$db>) -> $crate::group_commit::GroupCommit<NewEvent, ()> {
+                pub(crate) fn event_writer(writer: DbPool) -> $crate::group_commit::GroupCommit<NewEvent, ()> {
                     $crate::group_commit::GroupCommit::start($crate::sql::MAX_EVENT_BATCH, move |events: Vec<NewEvent>| {
                         let writer = writer.clone();
                         async move {
@@ -449,9 +453,7 @@ macro_rules! impl_store {
                 }
 
                 /// The group-commit writer of this store's refresh-token rotations.
-                pub(crate) fn rotation_writer(
-                    writer: ::sqlx::Pool<$db>,
-                ) -> $crate::group_commit::GroupCommit<$crate::sql::PendingRotation, bool> {
+                pub(crate) fn rotation_writer(writer: DbPool) -> $crate::group_commit::GroupCommit<$crate::sql::PendingRotation, bool> {
                     $crate::group_commit::GroupCommit::start($crate::sql::MAX_ROTATION_BATCH, move |batch: Vec<$crate::sql::PendingRotation>| {
                         let writer = writer.clone();
                         async move { Self::rotate_batch(&writer, &batch).await }
@@ -465,7 +467,7 @@ macro_rules! impl_store {
                 /// `rotate_one` to judge, so that a replay is handled exactly as without batching.
                 /// A handful of statements for the whole batch instead of four per rotation.
                 async fn rotate_batch(
-                    writer: &::sqlx::Pool<$db>,
+                    writer: &DbPool,
                     batch: &[$crate::sql::PendingRotation],
                 ) -> Result<Vec<bool>, $crate::group_commit::BatchFailure> {
                     use $crate::group_commit::BatchFailure;
@@ -474,7 +476,8 @@ macro_rules! impl_store {
                     };
                     // `Ok(Err(fault))`: an item's fault, found before the commit and rolled back.
                     let outcome: StoreResult<StoreResult<Vec<bool>>> = retrying!({
-                        let mut tx = Self::begin_write_on(writer).await?;
+                        let mut connection = writer.acquire().await?;
+                        let mut tx = Self::begin_write_on(&mut connection).await?;
                         let rows = Self::spend_refresh_tokens(&mut *tx, now, batch).await?;
                         let mut spent = ::std::collections::HashSet::with_capacity(rows.len());
                         for row in &rows {
@@ -494,6 +497,7 @@ macro_rules! impl_store {
                             Self::insert_successors(&mut tx, &winners).await?;
                         }
                         tx.commit().await.map_err(db_err)?;
+                        connection.done();
                         Ok(Ok(won))
                     });
                     match outcome {

@@ -3,11 +3,12 @@
 //! stores differently from PostgreSQL: points in time. The SQL itself lives in `sql.rs`.
 
 use crate::migrations::EmbeddedMigration;
+use crate::pool::{Pool, PoolSettings};
 use crate::sql::{PendingRotation, db_err, unique_or_db};
 use crate::{StoreError, StoreResult};
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous, SqliteTypeInfo};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteRow, SqliteSynchronous, SqliteTypeInfo};
 use sqlx::{Database, Encode, Sqlite, SqliteConnection, Transaction, Type};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -29,7 +30,7 @@ const COPY_AHEAD_BUSY: Duration = Duration::from_millis(50);
 const COPY_AHEAD_IDLE: Duration = Duration::from_secs(1);
 
 /// WAL lets readers run beside the one writer, so a few reading connections help.
-const MAX_READERS: u32 = 4;
+const MAX_READERS: usize = 4;
 
 /// How points in time are stored: UTC, always six fraction digits. sqlx's own encoding is
 /// RFC 3339 with the fraction trimmed (`…:00Z`, `…:00.5Z`), whose text order is not time
@@ -58,13 +59,13 @@ impl Encode<'_, Sqlite> for SqliteTime {
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     /// Where reads run.
-    pool: SqlitePool,
+    pool: Pool<SqliteConnection>,
     /// One connection for every write. SQLite admits one writer at a time anyway; with more
     /// writing connections the losers wait in SQLite's busy handler, which *sleeps* (1, 2, 5,
     /// 10 … 100 ms) and wakes to retry, costing latency and CPU. Here they wait in the pool's
     /// queue and get the connection the moment it is free. The busy timeout still covers
     /// other processes (the CLI) writing to the same file.
-    writer: SqlitePool,
+    writer: Pool<SqliteConnection>,
     /// Group-committed writes (see `group_commit.rs`).
     events: crate::group_commit::GroupCommit<tessera_core::NewEvent, ()>,
     rotations: crate::group_commit::GroupCommit<crate::sql::PendingRotation, bool>,
@@ -90,21 +91,18 @@ impl SqliteStore {
             // copy ahead of it (`copy_log_ahead`).
             .busy_timeout(BUSY_TIMEOUT);
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        // An in-process connection cannot go stale: never pinged for having been idle.
+        let settings = |max_connections| PoolSettings {
+            max_connections,
+            acquire_timeout: BUSY_TIMEOUT * 2,
+            ping_if_idle_for: None,
+            max_lifetime: None,
+        };
         if in_memory {
             // Every connection to `:memory:` is a database of its own, and it vanishes with
             // its last connection: keep exactly one, forever, for reads and writes alike.
-            let pool = SqlitePoolOptions::new()
-                // An in-process connection cannot go stale: no ping before each use (sqlx's
-                // default, a round trip to the connection's thread for every statement).
-                .test_before_acquire(false)
-                .max_connections(1)
-                .min_connections(1)
-                .idle_timeout(None)
-                .max_lifetime(None)
-                .acquire_timeout(BUSY_TIMEOUT * 2)
-                .connect_with(options)
-                .await
-                .map_err(db_err)?;
+            let pool = Pool::<SqliteConnection>::new(options, settings(1))?;
+            pool.acquire().await?.done();
             return Ok(Self::from_pools(pool.clone(), pool));
         }
         if let Some(dir) = options.get_filename().parent()
@@ -113,24 +111,9 @@ impl SqliteStore {
             tokio::fs::create_dir_all(dir).await.map_err(|e| StoreError::Database(Box::new(e)))?;
         }
         // The writer connects first: it creates the file (`mode=rwc`) and switches it to WAL.
-        let writer = SqlitePoolOptions::new()
-            // An in-process connection cannot go stale: no ping before each use (sqlx's
-            // default, a round trip to the connection's thread for every statement).
-            .test_before_acquire(false)
-            .max_connections(1)
-            .acquire_timeout(BUSY_TIMEOUT * 2)
-            .connect_with(options.clone())
-            .await
-            .map_err(db_err)?;
-        let pool = SqlitePoolOptions::new()
-            // An in-process connection cannot go stale: no ping before each use (sqlx's
-            // default, a round trip to the connection's thread for every statement).
-            .test_before_acquire(false)
-            .max_connections(MAX_READERS)
-            .acquire_timeout(BUSY_TIMEOUT * 2)
-            .connect_with(options.clone())
-            .await
-            .map_err(db_err)?;
+        let writer = Pool::<SqliteConnection>::new(options.clone(), settings(1))?;
+        writer.acquire().await?.done();
+        let pool = Pool::new(options.clone(), settings(MAX_READERS))?;
         // A connection of its own: a checkpoint holds its connection through the copy and two
         // `fsync`s, which would otherwise take one of the readers' every 50 ms.
         let copier = sqlx::ConnectOptions::connect(&options).await.map_err(db_err)?;
@@ -143,8 +126,8 @@ impl SqliteStore {
     /// `BEGIN IMMEDIATE` takes the write lock up front. A plain (deferred) `BEGIN` that reads
     /// first and writes later cannot wait for a lock another writer holds: in WAL mode its
     /// snapshot may be stale, so SQLite fails it with SQLITE_BUSY at once, busy timeout or not.
-    async fn begin_write_on(writer: &SqlitePool) -> StoreResult<Transaction<'static, Sqlite>> {
-        writer.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)
+    async fn begin_write_on(writer: &mut SqliteConnection) -> StoreResult<Transaction<'_, Sqlite>> {
+        sqlx::Connection::begin_with(writer, "BEGIN IMMEDIATE").await.map_err(db_err)
     }
 
     /// Writers are serialized by the writer pool and the write lock, so nothing is worth
@@ -192,7 +175,7 @@ impl SqliteStore {
     }
 
     /// Stores the successors and the events of a batch's rotations that happened.
-    async fn insert_successors(tx: &mut Transaction<'static, Sqlite>, winners: &[&PendingRotation]) -> StoreResult<()> {
+    async fn insert_successors(tx: &mut Transaction<'_, Sqlite>, winners: &[&PendingRotation]) -> StoreResult<()> {
         let successors: Vec<&RefreshToken> = winners.iter().map(|r| &r.new_token).collect();
         Self::insert_refresh_token_rows(&mut **tx, &successors).await?;
         let events: Vec<&NewEvent> = winners.iter().map(|r| &r.issued_event).collect();

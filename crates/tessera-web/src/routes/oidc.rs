@@ -65,7 +65,7 @@ async fn authenticated_client(
     tenant: &Tenant,
     headers: &HeaderMap,
     form: &mut std::collections::HashMap<String, String>,
-) -> Result<(Client, bool), Response> {
+) -> Result<(Arc<Client>, bool), Response> {
     let basic = basic_credentials(headers).map_err(|e| oauth_error(&e, true))?;
     let creds = PresentedCredentials { basic, client_id: form.remove("client_id"), client_secret: form.remove("client_secret") };
     let used_basic = creds.used_basic();
@@ -144,7 +144,7 @@ pub async fn userinfo_post(State(state): State<AppState>, Path(slug): Path<Strin
 /// authenticated client, whether it used Basic, and the `token` parameter.
 struct TokenRequest {
     tenant: Arc<Tenant>,
-    client: Client,
+    client: Arc<Client>,
     used_basic: bool,
     token: String,
 }
