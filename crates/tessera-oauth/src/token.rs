@@ -119,7 +119,9 @@ async fn authorization_code(
     }
     let user = user.ok_or_else(invalid)?;
     let grant = Grant::from_code(&code, grant_id, now, now + engine.config.refresh_token_ttl());
-    let issued = mint(engine, tenant, client, &grant, Some(&user), code.nonce.as_deref(), now).await?;
+    let keys = signing_keys(engine, tenant).await?;
+    let refresh_token = client.allows_grant("refresh_token").then(secret::random_token);
+    let issued = mint(engine, &keys, tenant, client, &grant, Some(&user), code.nonce.as_deref(), refresh_token, now)?;
     let event = issued_event(tenant, &grant, "authorization_code", now, origin);
     match &issued.refresh_token {
         Some(rt) => engine.store.create_refresh_token(&new_refresh_token(tenant, &grant, rt, now), &event).await?,
@@ -156,10 +158,12 @@ async fn refresh_token(
         }
         narrowed.scope = requested;
     }
-    let issued = mint(engine, tenant, client, &narrowed, user.as_ref(), None, now).await?;
-    let Some(new_rt) = issued.refresh_token.as_deref() else {
+    if user.is_none() {
         return Err(OAuthError::unauthorized_client("this client may not use refresh tokens"));
-    };
+    }
+    let keys = signing_keys(engine, tenant).await?;
+    let new_rt = secret::random_token();
+    let successor = new_refresh_token(tenant, &grant, &new_rt, now);
     let issued_event = issued_event(tenant, &grant, "refresh_token", now, origin);
     let replay_event = NewEvent::new(tenant.id, EventKind::RefreshTokenReused, now)
         .failure("refresh_token_replayed")
@@ -170,12 +174,19 @@ async fn refresh_token(
         Some(u) => replay_event.user(u),
         None => replay_event,
     };
-    match engine
-        .store
-        .rotate_refresh_token(tenant.id, &old_hash, &new_refresh_token(tenant, &grant, new_rt, now), &issued_event, &replay_event)
-        .await?
-    {
-        Rotation::Rotated => Ok(issued),
+    // The rotation is queued for its group commit first and the tokens are signed while it is
+    // written: the response waits for the longer of the two instead of both. Only the
+    // signing itself runs after the rotation may have happened, and it cannot fail for want
+    // of anything (the keys are loaded above).
+    let mut rotation = engine.store.rotate_refresh_token(tenant.id, &old_hash, &successor, &issued_event, &replay_event);
+    let started = poll_once(&mut rotation).await;
+    let issued = mint(engine, &keys, tenant, client, &narrowed, user.as_ref(), None, Some(new_rt), now);
+    let rotated = match started {
+        Some(outcome) => outcome?,
+        None => rotation.await?,
+    };
+    match rotated {
+        Rotation::Rotated => issued,
         Rotation::Replayed { .. } | Rotation::Unknown => Err(invalid()),
     }
 }
@@ -217,10 +228,37 @@ async fn client_credentials(
         expires_at: now + engine.config.access_token_ttl(),
         revoked_at: None,
     };
-    let mut issued = mint(engine, tenant, client, &grant, None, None, now).await?;
-    issued.refresh_token = None;
-    engine.store.append_event(&issued_event(tenant, &grant, "client_credentials", now, origin)).await?;
+    let keys = signing_keys(engine, tenant).await?;
+    // As with refresh: the event is queued for its group commit before the token is signed.
+    let event = issued_event(tenant, &grant, "client_credentials", now, origin);
+    let mut append = engine.store.append_event(&event);
+    let started = poll_once(&mut append).await;
+    let issued = mint(engine, &keys, tenant, client, &grant, None, None, None, now)?;
+    match started {
+        Some(outcome) => outcome?,
+        None => append.await?,
+    }
     Ok(issued)
+}
+
+/// Polls `future` once, so that the write it queues (a group commit) is on its way before the
+/// caller goes on with other work; its output if that one poll finished it.
+async fn poll_once<F: Future + Unpin>(future: &mut F) -> Option<F::Output> {
+    std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(match std::pin::Pin::new(&mut *future).poll(cx) {
+            std::task::Poll::Ready(output) => Some(output),
+            std::task::Poll::Pending => None,
+        })
+    })
+    .await
+}
+
+/// The tenant's signing keys (the per-node cache, or the store).
+async fn signing_keys(engine: &OAuthEngine, tenant: &Tenant) -> Result<std::sync::Arc<TenantKeys>, OAuthError> {
+    engine.keys.tenant_keys(engine.store.as_ref(), tenant.id).await.map_err(|e| {
+        tracing::error!(error = %e, "loading signing keys failed");
+        OAuthError::server_error()
+    })
 }
 
 fn new_refresh_token(tenant: &Tenant, grant: &Grant, token: &str, now: OffsetDateTime) -> RefreshToken {
@@ -238,21 +276,20 @@ fn issued_event(tenant: &Tenant, grant: &Grant, grant_type: &str, now: OffsetDat
     }
 }
 
-/// Mints the access token, the ID token (with `openid`) and a refresh token (when the client
-/// may refresh and the grant has a customer).
-async fn mint(
+/// Signs the access token and the ID token (with `openid` and a customer), and answers with
+/// `refresh_token` (issued only to a grant with a customer).
+#[allow(clippy::too_many_arguments)]
+fn mint(
     engine: &OAuthEngine,
+    keys: &TenantKeys,
     tenant: &Tenant,
     client: &Client,
     grant: &Grant,
     user: Option<&User>,
     nonce: Option<&str>,
+    refresh_token: Option<String>,
     now: OffsetDateTime,
 ) -> Result<TokenResponse, OAuthError> {
-    let keys = engine.keys.tenant_keys(engine.store.as_ref(), tenant.id).await.map_err(|e| {
-        tracing::error!(error = %e, "loading signing keys failed");
-        OAuthError::server_error()
-    })?;
     let issuer = engine.issuer(tenant);
     let sub = grant.user_id.map(|u| u.to_string()).unwrap_or_else(|| client.client_id.clone());
     let at_claims = AccessTokenClaims {
@@ -267,14 +304,14 @@ async fn mint(
         auth_time: grant.auth_time.map(|t| t.unix_timestamp()),
         gid: grant.id,
     };
-    let access_token = jwt::sign(&keys, &engine.config.access_token_alg, ACCESS_TOKEN_TYP, &at_claims)?;
+    let access_token = jwt::sign(keys, &engine.config.access_token_alg, ACCESS_TOKEN_TYP, &at_claims)?;
     let id_token = match user {
         Some(user) if grant.scope.contains("openid") => {
-            Some(id_token(engine, &keys, client, grant, user, &issuer, &access_token, nonce, now)?)
+            Some(id_token(engine, keys, client, grant, user, &issuer, &access_token, nonce, now)?)
         }
         _ => None,
     };
-    let refresh_token = (user.is_some() && client.allows_grant("refresh_token")).then(secret::random_token);
+    let refresh_token = refresh_token.filter(|_| user.is_some());
     Ok(TokenResponse {
         access_token,
         token_type: "Bearer",
