@@ -70,6 +70,19 @@ pub struct LoadStats {
     pub dropped: u64,
     pub elapsed: Duration,
     pub first_error: Option<String>,
+    /// Open loop with tracing on: every operation's scheduled start and latency, in the order
+    /// they finished (see [`TraceEntry`]).
+    pub trace: Option<Vec<TraceEntry>>,
+}
+
+/// One traced operation: when it was scheduled to start (seconds since the Unix epoch, so
+/// that it lines up with server logs and `perf` timestamps), how long it took from then, and
+/// whether it succeeded.
+#[derive(Debug, Clone, Copy)]
+pub struct TraceEntry {
+    pub scheduled_unix_secs: f64,
+    pub latency: Duration,
+    pub ok: bool,
 }
 
 impl LoadStats {
@@ -163,21 +176,43 @@ pub async fn closed_loop(concurrency: usize, limits: Limits, op: Op) -> LoadStat
 /// `max_in_flight` started and unfinished (further starts are counted as dropped). Latency runs
 /// from the scheduled start. `vus` is how many virtual-user slots `op` is given, round robin.
 ///
+/// `trace`: also keep every operation's scheduled start and latency (`LoadStats::trace`).
+///
 /// `connections`: `Some(c)` runs at most `c` operations at once, as a client with `c`
 /// keep-alive connections does (wrk2's model): a start that finds them all busy waits for one,
 /// and that wait counts in its latency. Without the bound, a hiccup of a few milliseconds
 /// makes the client open dozens of new connections at once, and the handshakes and teardowns
 /// of that storm — the harness's doing — stretch the hiccup into a stall of tens of
 /// milliseconds. `None` runs every start at once (the sign-up spike: many separate clients).
-pub async fn open_loop(rate: f64, max_in_flight: usize, connections: Option<usize>, vus: usize, limits: Limits, op: Op) -> LoadStats {
+#[allow(clippy::too_many_arguments)]
+pub async fn open_loop(
+    rate: f64,
+    max_in_flight: usize,
+    connections: Option<usize>,
+    vus: usize,
+    limits: Limits,
+    trace: bool,
+    op: Op,
+) -> LoadStats {
     let period = Duration::from_secs_f64(1.0 / rate.max(0.001));
     let started = Instant::now();
+    let started_unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64();
     let deadline = started + limits.duration;
     let mut starts = schedule(started, period, deadline, limits.max_ops);
     let slots = Arc::new(Semaphore::new(max_in_flight.max(1)));
     let busy = connections.map(|c| Arc::new(Semaphore::new(c.max(1))));
-    let mut running: JoinSet<(OpResult, Duration)> = JoinSet::new();
-    let mut total = LoadStats::default();
+    let mut running: JoinSet<(OpResult, Duration, Instant)> = JoinSet::new();
+    let mut total = LoadStats { trace: trace.then(Vec::new), ..LoadStats::default() };
+    let collect = |total: &mut LoadStats, done: Result<(OpResult, Duration, Instant), tokio::task::JoinError>| match done {
+        Ok((result, latency, scheduled)) => {
+            if let Some(trace) = total.trace.as_mut() {
+                let scheduled_unix_secs = started_unix + (scheduled - started).as_secs_f64();
+                trace.push(TraceEntry { scheduled_unix_secs, latency, ok: result.is_ok() });
+            }
+            total.record(&result, latency);
+        }
+        Err(e) => total.record(&Err(OpError::other(format!("operation panicked: {e}"))), Duration::ZERO),
+    };
     let mut n: u64 = 0;
     while let Some(scheduled) = starts.recv().await {
         match slots.clone().try_acquire_owned() {
@@ -192,7 +227,7 @@ pub async fn open_loop(rate: f64, max_in_flight: usize, connections: Option<usiz
                     };
                     let result = op(vu, n).await;
                     drop((connection, permit));
-                    (result, scheduled.elapsed())
+                    (result, scheduled.elapsed(), scheduled)
                 });
             }
             Err(_) => total.dropped += 1,
@@ -207,6 +242,43 @@ pub async fn open_loop(rate: f64, max_in_flight: usize, connections: Option<usiz
     }
     total.elapsed = started.elapsed();
     total
+}
+
+/// How slow one traced operation must be to count as late in [`trace_summary`], and the
+/// windows in which late ones are grouped.
+const LATE: Duration = Duration::from_millis(5);
+const WINDOW_SECS: f64 = 0.1;
+
+/// The operations over [`LATE`], and in how many 100-ms windows of their scheduled starts
+/// they fell: a few windows mean a few stalls, many mean a tail spread over the run.
+pub fn trace_summary(trace: &[TraceEntry]) -> String {
+    let late: Vec<&TraceEntry> = trace.iter().filter(|e| e.latency > LATE).collect();
+    let mut windows: Vec<i64> = late.iter().map(|e| (e.scheduled_unix_secs / WINDOW_SECS).floor() as i64).collect();
+    windows.sort_unstable();
+    windows.dedup();
+    let worst = late.iter().map(|e| e.latency).max().unwrap_or_default();
+    format!(
+        "{} operations, {} over {} ms in {} window(s) of {} ms, the slowest {:.1} ms",
+        trace.len(),
+        late.len(),
+        LATE.as_millis(),
+        windows.len(),
+        (WINDOW_SECS * 1000.0) as u64,
+        worst.as_secs_f64() * 1000.0
+    )
+}
+
+/// One line per operation: scheduled start (Unix seconds), latency (ms), 1 or 0 for ok.
+pub fn write_trace(path: &std::path::Path, trace: &[TraceEntry]) -> anyhow::Result<()> {
+    use std::fmt::Write as _;
+    let mut text = String::from("# scheduled_start_unix_secs latency_ms ok\n");
+    for e in trace {
+        let _ = writeln!(text, "{:.6} {:.3} {}", e.scheduled_unix_secs, e.latency.as_secs_f64() * 1000.0, u8::from(e.ok));
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, text).map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
 }
 
 /// How long the schedule thread sleeps at least: starts due within it go together, which
@@ -240,13 +312,6 @@ fn schedule(started: Instant, period: Duration, deadline: Instant, max_ops: u64)
     received
 }
 
-fn collect(total: &mut LoadStats, done: Result<(OpResult, Duration), tokio::task::JoinError>) {
-    match done {
-        Ok((result, latency)) => total.record(&result, latency),
-        Err(e) => total.record(&Err(OpError::other(format!("operation panicked: {e}"))), Duration::ZERO),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,17 +336,44 @@ mod tests {
     #[tokio::test]
     async fn open_loop_keeps_its_schedule_and_bounds() {
         let limits = Limits { duration: Duration::from_millis(500), max_ops: 1_000_000 };
-        let stats = open_loop(200.0, 1000, None, 4, limits, op_sleeping(2, 0)).await;
+        let stats = open_loop(200.0, 1000, None, 4, limits, false, op_sleeping(2, 0)).await;
         let started = stats.ok + stats.dropped;
         assert!((80..=120).contains(&started), "started {started}");
         assert!(stats.latency.quantile_ms(0.5).expect("p50") >= 2.0);
         // One slot and slow operations: most starts are dropped, never queued.
-        let stats = open_loop(200.0, 1, None, 1, limits, op_sleeping(50, 0)).await;
+        let stats = open_loop(200.0, 1, None, 1, limits, false, op_sleeping(50, 0)).await;
         assert!(stats.dropped > stats.ok, "{} dropped, {} ok", stats.dropped, stats.ok);
         // One connection and slow operations: starts queue for it, nothing is dropped, and the
         // wait counts in the latency.
-        let stats = open_loop(100.0, 1000, Some(1), 1, limits, op_sleeping(20, 0)).await;
+        let stats = open_loop(100.0, 1000, Some(1), 1, limits, false, op_sleeping(20, 0)).await;
         assert_eq!(stats.dropped, 0);
         assert!(stats.latency.quantile_ms(0.99).expect("p99") >= 100.0, "queued starts must count their wait");
+    }
+
+    #[tokio::test]
+    async fn a_traced_open_loop_keeps_every_start_and_latency() {
+        let limits = Limits { duration: Duration::from_millis(300), max_ops: 1_000_000 };
+        let stats = open_loop(100.0, 1000, Some(2), 2, limits, true, op_sleeping(3, 5)).await;
+        let trace = stats.trace.clone().expect("a trace");
+        assert_eq!(trace.len() as u64, stats.ok + stats.errors(), "one entry per finished operation");
+        assert_eq!(trace.iter().filter(|e| !e.ok).count() as u64, stats.errors());
+        let mut starts: Vec<f64> = trace.iter().map(|e| e.scheduled_unix_secs).collect();
+        starts.sort_by(f64::total_cmp);
+        let spread = starts.last().expect("entries") - starts.first().expect("entries");
+        assert!((0.2..0.35).contains(&spread), "starts spread over the run: {spread}");
+        assert!(trace.iter().all(|e| e.latency >= Duration::from_millis(3)), "latency counts from the scheduled start");
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs_f64();
+        assert!((now - starts[0]).abs() < 5.0, "wall-clock times");
+    }
+
+    #[test]
+    fn the_summary_tells_a_stall_from_a_spread_tail() {
+        let entry = |at: f64, ms: u64| TraceEntry { scheduled_unix_secs: at, latency: Duration::from_millis(ms), ok: true };
+        let stall: Vec<TraceEntry> =
+            (0..100).map(|i| entry(1000.0 + f64::from(i) * 0.01, if (40..45).contains(&i) { 30 } else { 1 })).collect();
+        assert!(trace_summary(&stall).contains("5 over 5 ms in 1 window(s)"), "{}", trace_summary(&stall));
+        let spread: Vec<TraceEntry> = (0..100).map(|i| entry(1000.0 + f64::from(i) * 0.01, if i % 20 == 0 { 8 } else { 1 })).collect();
+        assert!(trace_summary(&spread).contains("5 over 5 ms in 5 window(s)"), "{}", trace_summary(&spread));
+        assert!(trace_summary(&stall).ends_with("the slowest 30.0 ms"));
     }
 }

@@ -116,6 +116,11 @@ struct Args {
     /// Keep the temporary directory (databases, server logs).
     #[arg(long)]
     keep_temp: bool,
+    /// Write every open-loop operation (scheduled start as Unix seconds, latency in ms, ok) to
+    /// `DIR/<scenario>-<system>-round<N>.txt`, and say how the slow ones cluster in time: a
+    /// tail made of a few stalls looks different from one spread evenly.
+    #[arg(long, value_name = "DIR")]
+    trace_dir: Option<PathBuf>,
 }
 
 /// The effective settings after the `--quick` defaults.
@@ -131,6 +136,7 @@ struct Settings {
     spike_max: u64,
     hash_samples: usize,
     max_ops: u64,
+    trace_dir: Option<PathBuf>,
 }
 
 impl Settings {
@@ -148,6 +154,7 @@ impl Settings {
             spike_max: args.spike_max.unwrap_or(if q { 300 } else { 4000 }),
             hash_samples: if q { 3 } else { 25 },
             max_ops: args.max_ops.max(1),
+            trace_dir: args.trace_dir.clone(),
         }
     }
 
@@ -395,7 +402,12 @@ async fn run() -> anyhow::Result<()> {
                     },
                     _ => None,
                 };
-                let m = measure(sut, scenario, &settings, rate, clk_tck).await?;
+                let mut m = measure(sut, scenario, &settings, rate, clk_tck).await?;
+                if let (Some(dir), Some(trace)) = (&settings.trace_dir, m.stats.trace.take()) {
+                    let path = dir.join(format!("{}-{}-round{}.txt", scenario.name(), slug(&sut.label), round + 1));
+                    say(format!("  trace: {} → {}", load::trace_summary(&trace), path.display()));
+                    load::write_trace(&path, &trace)?;
+                }
                 say(format!(
                     "  {:<28} {:<40} {:>9.1} ops/s  p50 {:>7.2} ms  p99 {:>8.2} ms  errors {}",
                     scenario.name(),
@@ -450,6 +462,13 @@ async fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A system's label as a file name: `Tessera (PostgreSQL)` → `tessera-postgresql`.
+fn slug(label: &str) -> String {
+    let words: Vec<String> =
+        label.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_ascii_lowercase).collect();
+    words.join("-")
+}
+
 /// The scenarios of the scale comparison (sign-in and tokens).
 fn scale_scenario(s: Scenario) -> bool {
     matches!(s, Scenario::ClientCredentials | Scenario::Refresh | Scenario::Userinfo | Scenario::Introspection | Scenario::SignIn)
@@ -484,7 +503,7 @@ async fn measure(sut: &Sut, scenario: Scenario, settings: &Settings, rate: Optio
     let own_before = procstat::own_cpu_ticks()?;
     let resettable = procstat::reset_peak_rss(pid);
     let stats = match rate {
-        Some(r) => load::open_loop(r, 256, Some(conc), conc, settings.limits(), op).await,
+        Some(r) => load::open_loop(r, 256, Some(conc), conc, settings.limits(), settings.trace_dir.is_some(), op).await,
         None => load::closed_loop(conc, settings.limits(), op).await,
     };
     let cpu_after = procstat::cpu_ticks(pid)?;

@@ -173,7 +173,7 @@ pub async fn run(system: &System, plan: &SpikePlan, clk_tck: u64) -> anyhow::Res
     let rss_before_kib = procstat::status_kib(system.pid, "VmRSS").ok();
     let peak_resettable = procstat::reset_peak_rss(system.pid);
     let limits = Limits { duration: plan.window, max_ops: count };
-    let stats: LoadStats = load::open_loop(plan.rate, count as usize, None, 1, limits, submit).await;
+    let stats: LoadStats = load::open_loop(plan.rate, count as usize, None, 1, limits, false, submit).await;
     let cpu_after = procstat::cpu_ticks(system.pid)?;
     let peak_rss_kib = if peak_resettable { procstat::status_kib(system.pid, "VmHWM").ok() } else { None };
 
