@@ -162,6 +162,8 @@ async fn refresh_token(
         return Err(OAuthError::unauthorized_client("this client may not use refresh tokens"));
     }
     let keys = signing_keys(engine, tenant).await?;
+    let signs_id_token = narrowed.scope.contains("openid");
+    ensure_signers(engine, &keys, client, signs_id_token)?;
     let new_rt = secret::random_token();
     let successor = new_refresh_token(tenant, &grant, &new_rt, now);
     let issued_event = issued_event(tenant, &grant, "refresh_token", now, origin);
@@ -175,9 +177,11 @@ async fn refresh_token(
         None => replay_event,
     };
     // The rotation is queued for its group commit first and the tokens are signed while it is
-    // written: the response waits for the longer of the two instead of both. Only the
-    // signing itself runs after the rotation may have happened, and it cannot fail for want
-    // of anything (the keys are loaded above).
+    // written: the response waits for the longer of the two instead of both. Once queued, the
+    // rotation cannot be taken back, and a client that gets an error instead of the successor
+    // would present the spent token again and be taken for a replay: so everything signing
+    // needs (the keys, an active key for each algorithm) is checked above, and only the
+    // signature itself runs after.
     let mut rotation = engine.store.rotate_refresh_token(tenant.id, &old_hash, &successor, &issued_event, &replay_event);
     let started = poll_once(&mut rotation).await;
     let issued = mint(engine, &keys, tenant, client, &narrowed, user.as_ref(), None, Some(new_rt), now);
@@ -229,7 +233,10 @@ async fn client_credentials(
         revoked_at: None,
     };
     let keys = signing_keys(engine, tenant).await?;
-    // As with refresh: the event is queued for its group commit before the token is signed.
+    ensure_signers(engine, &keys, client, false)?;
+    // As with refresh: the event is queued for its group commit before the token is signed,
+    // once signing can no longer fail for want of a key, so that no event records a token
+    // that was never issued.
     let event = issued_event(tenant, &grant, "client_credentials", now, origin);
     let mut append = engine.store.append_event(&event);
     let started = poll_once(&mut append).await;
@@ -251,6 +258,29 @@ async fn poll_once<F: Future + Unpin>(future: &mut F) -> Option<F::Output> {
         })
     })
     .await
+}
+
+/// Refuses (as a server error) before anything is written when the tenant has no active key
+/// for the access token's algorithm, or for the ID token's when one is due — a tenant whose
+/// key creation was interrupted, or a client registered for an algorithm whose key is gone.
+fn ensure_signers(engine: &OAuthEngine, keys: &TenantKeys, client: &Client, id_token: bool) -> Result<(), OAuthError> {
+    let algs = [Some(engine.config.access_token_alg.as_str()), id_token.then(|| id_token_alg(engine, client))];
+    for alg in algs.into_iter().flatten() {
+        if let Err(e) = keys.signer(alg) {
+            tracing::error!(error = %e, "cannot sign a token");
+            return Err(OAuthError::server_error());
+        }
+    }
+    Ok(())
+}
+
+/// The algorithm of the client's ID tokens: its registered one, else the configured default.
+fn id_token_alg<'a>(engine: &'a OAuthEngine, client: &'a Client) -> &'a str {
+    if client.id_token_signed_response_alg.is_empty() {
+        engine.config.id_token_alg.as_str()
+    } else {
+        client.id_token_signed_response_alg.as_str()
+    }
 }
 
 /// The tenant's signing keys (the per-node cache, or the store).
@@ -334,11 +364,7 @@ fn id_token(
     nonce: Option<&str>,
     now: OffsetDateTime,
 ) -> Result<String, OAuthError> {
-    let alg = if client.id_token_signed_response_alg.is_empty() {
-        engine.config.id_token_alg.as_str()
-    } else {
-        client.id_token_signed_response_alg.as_str()
-    };
+    let alg = id_token_alg(engine, client);
     let mut claims = claims::user_claims(user, &grant.scope);
     claims.insert("iss".into(), json!(issuer));
     claims.insert("aud".into(), json!(client.client_id));

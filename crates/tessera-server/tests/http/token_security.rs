@@ -476,3 +476,65 @@ async fn token_endpoint_authentication_and_hygiene() {
         assert_eq!(response.header("cache-control"), Some("no-store"));
     }
 }
+
+/// Sets the status of the tenant's `alg` key from `from` to `to` behind the server's back, and
+/// makes this node forget its cached keys.
+async fn set_key_status(app: &TestApp, alg: &str, from: &str, to: &str) {
+    use sqlx::Connection;
+    // The test database holds this one tenant.
+    let sql = format!("UPDATE signing_keys SET status = '{to}' WHERE alg = '{alg}' AND status = '{from}'");
+    let url = app.rt.config.database_url.clone();
+    let changed = match app.db {
+        Db::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut c).await.unwrap().rows_affected()
+        }
+        Db::Postgres => {
+            let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut c).await.unwrap().rows_affected()
+        }
+    };
+    assert_eq!(changed, 1, "one {alg} key went from {from} to {to}");
+    app.rt.oauth.keys.invalidate(app.tenant.id);
+}
+
+/// A token endpoint that cannot sign (no active key for an algorithm: an interrupted key
+/// creation, a client registered for an algorithm whose key is gone) fails before it writes:
+/// the refresh token is not spent — the client's retry is not taken for a replay — and no
+/// event records a token that was never issued. (Found by review: the rotation is queued
+/// before the signature, for speed.)
+#[tokio::test]
+async fn a_token_that_cannot_be_signed_spends_and_records_nothing() {
+    for db in databases() {
+        let app = TestApp::new(db).await;
+        let client = app.client(ClientOptions { id_token_alg: Some("EdDSA"), ..ClientOptions::default() }).await;
+        app.user("ann@example.test").await;
+        let mut browser = Browser::new();
+        let issued = app.tokens_for(&mut browser, &client, "ann@example.test").await;
+        let rt = issued["refresh_token"].as_str().unwrap().to_owned();
+        let count = |kind: tessera_core::EventKind, grant_type: &'static str| {
+            let app = &app;
+            async move {
+                let events = app.rt.store.list_events(app.tenant.id, 100, None).await.unwrap();
+                events.iter().filter(|e| e.kind == kind && (grant_type.is_empty() || e.data["grant_type"] == grant_type)).count()
+            }
+        };
+
+        set_key_status(&app, "EdDSA", "active", "retired").await;
+        let failed = app.refresh(&client, &rt).await;
+        assert_eq!(failed.status, StatusCode::INTERNAL_SERVER_ERROR, "{db:?}: {}", failed.body);
+        assert_eq!(failed.json()["error"], "server_error", "{db:?}");
+        assert_eq!(count(tessera_core::EventKind::TokenIssued, "refresh_token").await, 0, "{db:?}: no refresh recorded");
+
+        set_key_status(&app, "EdDSA", "retired", "active").await;
+        let retried = app.refresh(&client, &rt).await;
+        assert_eq!(retried.status, StatusCode::OK, "{db:?}: the retry with the same token works: {}", retried.body);
+        assert_eq!(count(tessera_core::EventKind::RefreshTokenReused, "").await, 0, "{db:?}: no replay");
+
+        let machine = app.client(ClientOptions { grant_types: vec!["client_credentials"], ..ClientOptions::default() }).await;
+        set_key_status(&app, "ES256", "active", "retired").await;
+        let machine_token = app.token(&machine, &[("grant_type", "client_credentials")]).await;
+        assert_eq!(machine_token.status, StatusCode::INTERNAL_SERVER_ERROR, "{db:?}: {}", machine_token.body);
+        assert_eq!(count(tessera_core::EventKind::TokenIssued, "client_credentials").await, 0, "{db:?}: no machine token recorded");
+    }
+}
