@@ -29,6 +29,10 @@ const PING_IF_IDLE_FOR: Duration = Duration::from_secs(5);
 /// pooler in front of the database sees them move.
 const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
 
+/// Connections idle this long are closed (sqlx's own default): a burst's extra backends do not
+/// stay on the database for ever.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
 /// The PostgreSQL implementation of [`crate::Store`].
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
@@ -57,6 +61,7 @@ impl PostgresStore {
                 // the ping fails.
                 ping_if_idle_for: Some(PING_IF_IDLE_FOR),
                 max_lifetime: Some(MAX_LIFETIME),
+                idle_timeout: Some(IDLE_TIMEOUT),
             },
         )?;
         pool.acquire().await?.done();

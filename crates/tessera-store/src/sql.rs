@@ -103,14 +103,42 @@ pub(crate) fn foreign_successor() -> StoreError {
 /// How often a transaction that failed with a retryable error is run again.
 pub(crate) const MAX_RETRIES: u32 = 5;
 
-/// A task that lives as long as the store that started it: aborted when the last clone of the
+/// A task that lives as long as the store that started it: stopped by the store's `close()`
+/// (it then finishes its work and closes what it holds), aborted when the last clone of the
 /// store is dropped.
 #[derive(Debug)]
-pub(crate) struct Background(pub(crate) tokio::task::JoinHandle<()>);
+pub(crate) struct Background {
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    stop: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl Background {
+    /// Starts `work`, which should return soon after its `stop` signal is notified.
+    pub(crate) fn start<F, Fut>(work: F) -> Self
+    where
+        F: FnOnce(std::sync::Arc<tokio::sync::Notify>) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let stop = std::sync::Arc::new(tokio::sync::Notify::new());
+        let task = tokio::spawn(work(stop.clone()));
+        Self { task: std::sync::Mutex::new(Some(task)), stop }
+    }
+
+    /// Asks the task to stop and waits (a few seconds at most) until it has.
+    pub(crate) async fn stop(&self) {
+        self.stop.notify_one();
+        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(task) = task {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+    }
+}
 
 impl Drop for Background {
     fn drop(&mut self) {
-        self.0.abort();
+        if let Some(task) = self.task.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
+            task.abort();
+        }
     }
 }
 
@@ -1667,6 +1695,11 @@ macro_rules! impl_store {
                 }
 
                 async fn close(&self) {
+                    // SQLite checkpoints its log and removes it when its last connection
+                    // closes; every connection this store holds closes here, the log copier's too.
+                    if let Some(background) = &self._background {
+                        background.stop().await;
+                    }
                     self.writer.close().await;
                     self.pool.close().await;
                 }

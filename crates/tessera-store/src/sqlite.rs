@@ -69,7 +69,8 @@ pub struct SqliteStore {
     /// Group-committed writes (see `group_commit.rs`).
     events: crate::group_commit::GroupCommit<tessera_core::NewEvent, ()>,
     rotations: crate::group_commit::GroupCommit<crate::sql::PendingRotation, bool>,
-    /// The log copier (`copy_log_ahead`), stopped when the last clone of the store is dropped.
+    /// The log copier (`copy_log_ahead`), stopped by `close()` or when the last clone of the
+    /// store is dropped.
     _background: Option<Arc<crate::sql::Background>>,
 }
 
@@ -97,6 +98,8 @@ impl SqliteStore {
             acquire_timeout: BUSY_TIMEOUT * 2,
             ping_if_idle_for: None,
             max_lifetime: None,
+            // Kept open: cheap in-process, and `:memory:` lives only as long as its connection.
+            idle_timeout: None,
         };
         if in_memory {
             // Every connection to `:memory:` is a database of its own, and it vanishes with
@@ -117,7 +120,7 @@ impl SqliteStore {
         // A connection of its own: a checkpoint holds its connection through the copy and two
         // `fsync`s, which would otherwise take one of the readers' every 50 ms.
         let copier = sqlx::ConnectOptions::connect(&options).await.map_err(db_err)?;
-        let background = crate::sql::Background(tokio::spawn(copy_log_ahead(copier)));
+        let background = crate::sql::Background::start(|stop| copy_log_ahead(copier, stop));
         Ok(Self { _background: Some(Arc::new(background)), ..Self::from_pools(pool, writer) })
     }
 
@@ -232,8 +235,9 @@ impl SqliteStore {
 /// and `fsync`: every write queued behind that commit waits for it. A `PASSIVE` checkpoint
 /// never blocks the writer or a reader; when it holds the checkpoint lock at the moment a
 /// commit wants it, that commit skips its checkpoint and a later one does it. Looks again soon
-/// while the log grows, rarely while it does not; runs until its store is dropped.
-async fn copy_log_ahead(mut connection: SqliteConnection) {
+/// while the log grows, rarely while it does not; runs until `stop` (the store's `close()`),
+/// then closes its connection, or until its store is dropped.
+async fn copy_log_ahead(mut connection: SqliteConnection, stop: Arc<tokio::sync::Notify>) {
     let mut last_frame: Option<i64> = None;
     loop {
         // (busy, frames in the log, frames copied); busy = 1 and -1s when another checkpoint
@@ -253,8 +257,12 @@ async fn copy_log_ahead(mut connection: SqliteConnection) {
                 false
             }
         };
-        tokio::time::sleep(if growing { COPY_AHEAD_BUSY } else { COPY_AHEAD_IDLE }).await;
+        tokio::select! {
+            () = stop.notified() => break,
+            () = tokio::time::sleep(if growing { COPY_AHEAD_BUSY } else { COPY_AHEAD_IDLE }) => {}
+        }
     }
+    let _ = sqlx::Connection::close(connection).await;
 }
 
 fn parse_time(column: &str, text: &str) -> StoreResult<OffsetDateTime> {

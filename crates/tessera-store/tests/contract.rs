@@ -228,6 +228,28 @@ async fn the_sqlite_write_ahead_log_stays_bounded_under_steady_writes() {
     .await;
 }
 
+/// `close()` closes every connection the store holds — readers, the writer and the log
+/// copier's — before it returns, so that SQLite checkpoints its log into the database file and
+/// removes it: a node that exits right after shutting down leaves one clean file behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_the_sqlite_store_leaves_no_write_ahead_log() {
+    on_sqlite(|db: TestDb| async move {
+        let store = db.open().await;
+        for i in 0..50 {
+            create_tenant(&store, &format!("tenant-{i}")).await;
+        }
+        assert!(store.find_tenant_by_slug("tenant-7").await.expect("read").is_some());
+        let path = db.url.trim_start_matches("sqlite:").split('?').next().expect("path").to_owned();
+        let wal = format!("{path}-wal");
+        assert!(std::path::Path::new(&wal).exists(), "the store writes through its log");
+        store.close().await;
+        assert!(!std::path::Path::new(&wal).exists(), "close() returned with the log still there");
+        let reopened = db.open().await;
+        assert!(reopened.find_tenant_by_slug("tenant-49").await.expect("read").is_some(), "nothing lost");
+    })
+    .await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Fixtures. Times are UTC with microsecond precision, as the engines pass them in.
 
