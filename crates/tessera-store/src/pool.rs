@@ -49,12 +49,11 @@ pub(crate) struct PoolSettings {
 /// A pool of connections `C` (`SqliteConnection`, `PgConnection`).
 pub(crate) struct Pool<C: Connection + 'static> {
     inner: managed::Pool<Manager<C>>,
-    acquire_timeout: Duration,
 }
 
 impl<C: Connection + 'static> Clone for Pool<C> {
     fn clone(&self) -> Self {
-        Self { inner: self.inner.clone(), acquire_timeout: self.acquire_timeout }
+        Self { inner: self.inner.clone() }
     }
 }
 
@@ -120,7 +119,7 @@ where
             .runtime(deadpool::Runtime::Tokio1)
             .build()
             .map_err(|e| StoreError::Database(format!("building the connection pool: {e}").into()))?;
-        let pool = Self { inner, acquire_timeout: settings.acquire_timeout };
+        let pool = Self { inner };
         pool.start_reaper(settings.idle_timeout, settings.max_lifetime);
         Ok(pool)
     }
@@ -134,10 +133,11 @@ where
     async fn take(&self) -> Result<Conn<C>, sqlx::Error> {
         // One deadline for the whole of it: deadpool bounds the wait, the opening and the
         // check each on their own, which could add up to three times the timeout.
-        let got = tokio::time::timeout(self.acquire_timeout, self.inner.get()).await.map_err(|_| sqlx::Error::PoolTimedOut)?;
+        let deadline = self.inner.manager().settings.acquire_timeout;
+        let got = tokio::time::timeout(deadline, self.inner.get()).await.map_err(|_| sqlx::Error::PoolTimedOut)?;
         let mut object = got.map_err(pool_error)?;
         object.clean = false;
-        Ok(Conn { object: Some(object), check_timeout: self.acquire_timeout })
+        Ok(Conn { object: Some(object) })
     }
 
     /// Closes every connection not in use, each the way its database wants (SQLite's last one
@@ -262,8 +262,6 @@ where
     C::Options: Clone,
 {
     object: Option<Object<Manager<C>>>,
-    /// How long the check of a connection dropped mid-work may take before it is closed.
-    check_timeout: Duration,
 }
 
 impl<C: Connection + 'static> Conn<C>
@@ -324,7 +322,10 @@ where
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return; // goes back dirty; `recycle` pings it before the next use
         };
-        let check_timeout = self.check_timeout;
+        // The check may take as long as an acquire may wait; a pool already gone takes nothing back.
+        let Some(check_timeout) = Object::pool(&object).map(|pool| pool.manager().settings.acquire_timeout) else {
+            return;
+        };
         runtime.spawn(async move {
             match tokio::time::timeout(check_timeout, object.connection.ping()).await {
                 Ok(Ok(())) => object.clean = true,
